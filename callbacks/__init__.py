@@ -1,0 +1,1 @@
+"""Trainer callbacks, installed as `deita_train.callbacks`."""

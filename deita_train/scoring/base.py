@@ -1,0 +1,81 @@
+"""The scorer contract and registry. A new scorer is one class: a config dataclass and `score_batch`.
+
+The engine (`engine.py`), not the scorer, orders, batches, shards, caches and writes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from deita_train.registry import Registry
+
+
+@dataclass
+class ScorerConfig:
+    """Options every scorer takes; a scorer's own config subclasses this."""
+
+    type: str = field(metadata={"help": "Registered scorer name, e.g. `length`, `ifd`, `deita_quality`."})
+
+
+@dataclass
+class ScoringContext:
+    """What a scorer may need from the recipe besides its own options."""
+
+    model_name_or_path: str | None = None  # the recipe's model (default tokenizer)
+    trust_remote_code: bool = False
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Score:
+    """One record's score: a value, or None with the reason it could not be scored.
+
+    `value` is a float (per sample), a list of floats (one per assistant turn) or a float vector.
+    `extras` holds inspection columns, written as `<column>_<name>`.
+    """
+
+    value: float | list[float] | np.ndarray | None
+    reason: str | None = None
+    truncated: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def unscorable(cls, reason: str) -> Score:
+        return cls(value=None, reason=reason)
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.reason is None):
+            raise ValueError("a Score has either a value or a reason, never both or neither")
+
+
+Record = dict[str, Any]  # a canonical pool row: `id`, `messages` [{role, content}], `source`, original fields
+
+
+class Scorer(ABC):
+    """Scores canonical pool records. Subclasses set `config_class` and implement `score_batch`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ScorerConfig]] = ScorerConfig
+    per_turn: ClassVar[bool] = False  # one float per assistant turn
+
+    def __init__(self, config: ScorerConfig, context: ScoringContext) -> None:
+        self.config = config
+        self.context = context
+
+    def load(self) -> None:
+        """Load models and tokenizers; called once per process before the first batch."""
+
+    def close(self) -> None:
+        """Free what `load` took (models, GPU memory) before the next scorer or training."""
+
+    @abstractmethod
+    def score_batch(self, batch: list[Record]) -> list[Score]:
+        """One Score per record, in order."""
+
+
+SCORERS: Registry[Scorer] = Registry("scorer")
+register_scorer = SCORERS.register

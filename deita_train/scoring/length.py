@@ -1,0 +1,39 @@
+"""`length`: tokens per turn (user + assistant, with the model's tokenizer); the list's length is the turn count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deita_train.data.conversation import turns
+from deita_train.scoring.base import Record, Score, Scorer, ScorerConfig, register_scorer
+
+
+@dataclass
+class LengthScorerConfig(ScorerConfig):
+    model: str | None = field(
+        default=None, metadata={"help": "Tokenizer to count with; defaults to the recipe's model."}
+    )
+
+
+@register_scorer("length")
+class LengthScorer(Scorer):
+    """Token counts per turn, no model forward pass: `[n_1, ..., n_T]`, n_t = tokens(user_t) + tokens(answer_t)."""
+
+    config_class = LengthScorerConfig
+    per_turn = True
+
+    def load(self) -> None:
+        from deita_train.training.models import load_tokenizer
+
+        name = self.config.model or self.context.model_name_or_path
+        if name is None:
+            raise ValueError("score.<column>.model: the length scorer needs a tokenizer: set `model` or the recipe's model")
+        self.tokenizer = load_tokenizer(name, trust_remote_code=self.context.trust_remote_code)
+
+    def score_batch(self, batch: list[Record]) -> list[Score]:
+        texts = [text for record in batch for turn in turns(record["messages"]) for text in (turn.user, turn.assistant)]
+        counts = iter(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return [
+            Score(value=[float(next(counts) + next(counts)) for _ in turns(record["messages"])])
+            for record in batch
+        ]

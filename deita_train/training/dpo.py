@@ -1,0 +1,42 @@
+"""The dpo stage: TRL's DPOTrainer on prompt/chosen/rejected message lists, from the SFT output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+from deita_train.recipe.schema import DPOStage, ModelConfig
+from deita_train.training.chat_templates import apply_chat_template
+from deita_train.training.models import load_causal_lm, load_tokenizer
+from deita_train.training.sft import finish
+
+DPO_DEFAULTS = {"report_to": "none"}
+
+
+def train_dpo(
+    preferences: Dataset,
+    model_config: ModelConfig,
+    stage: DPOStage,
+    start_from: str,
+    output_dir: Path,
+    seed: int,
+    callbacks: list[TrainerCallback] | None = None,
+) -> DPOTrainer:
+    """Train `start_from` (the SFT output, or a model) with DPO; TRL makes the frozen reference copy."""
+    args = DPOConfig(output_dir=str(output_dir), seed=seed, **(DPO_DEFAULTS | stage.args))
+    tokenizer = load_tokenizer(start_from, model_config.trust_remote_code)
+    if not tokenizer.chat_template or model_config.chat_template != "model":
+        tokenizer = apply_chat_template(tokenizer, model_config.chat_template)
+    trainer = DPOTrainer(
+        model=load_causal_lm(model_config, start_from),
+        args=args,
+        train_dataset=preferences.select_columns(["prompt", "chosen", "rejected"]),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    finish(trainer, output_dir)
+    return trainer
