@@ -26,7 +26,9 @@ def parser() -> argparse.ArgumentParser:
     ]:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("recipe", type=Path)
-        command.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. select.budget=6000")
+        command.add_argument(
+            "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. select.budget=6000"
+        )
     tiny = commands.add_parser("tiny-model", help="build a small random Llama and BPE tokenizer, offline")
     tiny.add_argument("out_dir", type=Path)
     return top

@@ -42,7 +42,10 @@ def check_messages(messages: list[Message], *, final_assistant: bool = True) -> 
         expected = "user" if i % 2 == 0 else "assistant"
         if message["role"] != expected:
             position = i + len(clean) - len(body)
-            raise RecordError(f"message {position}: role {message['role']!r} where {expected!r} belongs (roles alternate user/assistant, after an optional system message)")
+            raise RecordError(
+                f"message {position}: role {message['role']!r} where {expected!r} belongs "
+                "(roles alternate user/assistant, after an optional system message)"
+            )
     if final_assistant and body[-1]["role"] != "assistant":
         raise RecordError("the last message must be the assistant's")
     return clean

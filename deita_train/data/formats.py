@@ -64,7 +64,8 @@ def sharegpt(record: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
             raise RecordError(f"conversations[{i}] must have `from` and `value`, got {turn!r:.80}")
         if turn["from"] not in SHAREGPT_ROLES:
-            raise RecordError(f"conversations[{i}]: unknown speaker {turn['from']!r} (known: {', '.join(SHAREGPT_ROLES)})")
+            known = ", ".join(SHAREGPT_ROLES)
+            raise RecordError(f"conversations[{i}]: unknown speaker {turn['from']!r} (known: {known})")
         messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
     return {"messages": check_messages(with_system(record, messages))}
 

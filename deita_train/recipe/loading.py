@@ -221,7 +221,8 @@ def check_consistency(recipe: Recipe) -> list[str]:
         from deita_train.training.chat_templates import TEMPLATE_NAMES
 
         if recipe.model.chat_template not in TEMPLATE_NAMES:
-            problems.append(f"model.chat_template: unknown template{did_you_mean(recipe.model.chat_template, TEMPLATE_NAMES)}")
+            hint = did_you_mean(recipe.model.chat_template, TEMPLATE_NAMES)
+            problems.append(f"model.chat_template: unknown template{hint}")
     for key, source in iter_sources(recipe):
         chosen = [name for name in ("limit", "sample", "fraction") if getattr(source, name) is not None]
         if len(chosen) > 1:

@@ -27,7 +27,7 @@ class LengthScorer(Scorer):
 
         name = self.config.model or self.context.model_name_or_path
         if name is None:
-            raise ValueError("score.<column>.model: the length scorer needs a tokenizer: set `model` or the recipe's model")
+            raise ValueError("the length scorer needs a tokenizer: set its `model` or the recipe's model")
         self.tokenizer = load_tokenizer(name, trust_remote_code=self.context.trust_remote_code)
 
     def score_batch(self, batch: list[Record]) -> list[Score]:

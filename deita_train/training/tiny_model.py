@@ -58,8 +58,9 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     return wrapped
 
 
-def build_tiny_model(out_dir: Path, config: TinyModelConfig = TinyModelConfig()) -> Path:
+def build_tiny_model(out_dir: Path, config: TinyModelConfig | None = None) -> Path:
     """Write a random Llama and its tokenizer to `out_dir` (loadable with `from_pretrained`)."""
+    config = config or TinyModelConfig()
     tokenizer = build_tokenizer(config.vocab_size)
     torch.manual_seed(config.seed)
     model_config = LlamaConfig(

@@ -19,7 +19,8 @@ def main(shared: Path) -> None:
     with open(here / "alpaca_cleaned_400.jsonl", "w") as out:
         for i in sorted(picked[:400]):
             out.write(json.dumps(alpaca[i], ensure_ascii=False) + "\n")
-    corpus = "\n".join(alpaca[i]["instruction"] + "\n" + alpaca[i]["input"] + "\n" + alpaca[i]["output"] for i in picked[400:])
+    fields = ("instruction", "input", "output")
+    corpus = "\n".join("\n".join(alpaca[i][f] for f in fields) for i in picked[400:])
     Path("deita_train/training/assets/tokenizer_corpus.txt").write_text(corpus + "\n")
     pairs = json.load(open(shared / "preference/llamafactory_dpo_en_demo.json"))
     with open(here / "preference_300.jsonl", "w") as out:
