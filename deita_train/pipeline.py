@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import PartialState
 from datasets import Dataset, load_from_disk
 
 from deita_train.data.sources import load_sources
@@ -98,17 +100,23 @@ class Run:
 
 
 def run(recipe: Recipe, stages: list[str] | None = None) -> Run:
-    """Run `stages` (default: every stage the recipe declares), in order."""
+    """Run `stages` (default: every stage the recipe declares), in order.
+
+    Under `accelerate launch` every process runs this: scoring is sharded by the engine, selection runs
+    once on the main process and the others read its `selected/`, and the trainers distribute themselves.
+    """
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only hosts distribute over gloo
     stages = recipe.stages if stages is None else [s for s in recipe.stages if s in stages]
     job = Run(recipe)
-    data = None
-    if "score" in stages:
-        data = job.score()
+    scored = job.score() if "score" in stages else None
     if "select" in stages:
-        data = job.select(data if data is not None else job.scored())
+        if state.is_main_process:
+            job.select(scored if scored is not None else job.scored())
+        state.wait_for_everyone()
     if "sft" in stages:
-        job.sft(data if data is not None and "select" in stages else job.selected())
+        job.sft(job.selected())
     if "dpo" in stages:
         job.dpo()
-    job.write_report()
+    if state.is_main_process:
+        job.write_report()
     return job

@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from deita_train.pipeline import run
 
+    from accelerate import PartialState
+
     job = run(recipe, STAGE_COMMANDS[args.command])
-    print_outputs(job.out)
+    if PartialState().is_main_process:
+        print_outputs(job.out)
     return 0
 
 
