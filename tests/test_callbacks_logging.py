@@ -143,3 +143,29 @@ def test_parse_callbacks_collects_every_problem_with_its_key():
         build_callbacks([{"name": "nope"}], CallbackContext(output_dir="."))
     built = build_callbacks([{"name": "selection_stats", "every_steps": 2}], CallbackContext(output_dir="."))
     assert isinstance(built[0], SelectionStatsCallback) and built[0].config.every_steps == 2
+
+
+def test_score_logger_logs_to_wandb_offline(tiny_model, tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_PROJECT", "deita-train-test")
+    pool = pool_rows(12)
+    selected = pool.select([0, 4, 7])
+    (tmp_path / "selection.json").write_text(json.dumps({"strategy": "top_k", "score": "quality", "budget": 3,
+                                                         "counts": {"pool": 12, "selected": 3}}))
+    context = CallbackContext(output_dir=tmp_path, pool=pool, selected=selected, train_dataset=selected,
+                              selection_path=tmp_path / "selection.json")
+    callback = ScoreLoggerCallback(ScoreLoggerConfig(name="score_logger"), context)
+    trainer = sft_trainer(tiny_model, tmp_path / "sft", selected.select_columns(["messages"]), [callback],
+                          report_to=["wandb"], max_steps=1)
+    try:
+        trainer.train()
+        summary = dict(wandb.run.summary)
+    finally:
+        wandb.finish()
+    assert summary["selection/pool/quality"]["_type"] == "histogram"
+    assert summary["selection/count/selected"] == 3
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert not (tmp_path / "sft" / "runs").exists()  # tensorboard is not in report_to
