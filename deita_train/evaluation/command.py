@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from deita_train.evaluation.judge import JudgeConfig
@@ -33,7 +34,7 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    """Resolve the model and output folder, run `run_eval`, print the summary; exit code 0."""
+    """Resolve the model and output folder, run `run_eval`, print the summary; exit code 0 (2: bad recipe)."""
     from deita_train.evaluation.run import run_eval
 
     if (args.judge_base_url is None) != (args.judge_model is None):
@@ -44,9 +45,16 @@ def eval_command(args: argparse.Namespace) -> int:
         judge = JudgeConfig(base_url=args.judge_base_url, model=args.judge_model, api_key_env=key_env)
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
+        from deita_train.recipe.errors import RecipeError
         from deita_train.recipe.loading import load_recipe
 
-        recipe = load_recipe(target, args.overrides)
+        try:
+            recipe = load_recipe(target, args.overrides)
+        except RecipeError as error:
+            print(f"{target}: {len(error.problems)} problem(s):", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
         model_path = recipe.output_dir / ("dpo" if recipe.dpo is not None else "sft")
         out = args.out or recipe.output_dir / "eval" / "mt_bench"
     else:
