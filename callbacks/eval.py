@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import TrainerControl, TrainerState, TrainingArguments
-
 from deita_train.callbacks.backends import ReportWriter
 from deita_train.callbacks.base import CallbackConfig, RecipeCallback, register_callback
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
 from deita_train.evaluation.generation import generate
 from deita_train.evaluation.judge import JudgeClient, JudgeConfig, summarize
 from deita_train.evaluation.loss import heldout_loss

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import TrainerControl, TrainerState, TrainingArguments
-
 from deita_train.callbacks.backends import ReportWriter
 from deita_train.callbacks.base import CallbackConfig, RecipeCallback, register_callback
 from deita_train.callbacks.scores import row_scores, score_columns
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 
 @dataclass

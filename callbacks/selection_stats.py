@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 from accelerate.data_loader import DataLoaderAdapter
-from transformers import TrainerControl, TrainerState, TrainingArguments
-
 from deita_train.callbacks.backends import ReportWriter
 from deita_train.callbacks.base import CallbackConfig, RecipeCallback, register_callback
 from deita_train.callbacks.scores import row_scores, score_columns
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 
 @dataclass

@@ -72,9 +72,20 @@ class Run:
         return load_from_disk(str(self.out / "selected"))
 
     def sft(self, conversations: Dataset) -> None:
+        from deita_train.callbacks import CallbackContext, instantiate_callbacks
         from deita_train.training.sft import train_sft
 
-        trainer = train_sft(conversations, self.recipe.model, self.recipe.sft, self.out / "sft", self.recipe.seed)
+        context = CallbackContext(
+            output_dir=self.out,
+            pool=self.scored() if self.recipe.pool else None,
+            selected=conversations if self.recipe.select is not None else None,
+            train_dataset=conversations,
+            selection_path=self.out / "selection.json" if self.recipe.select is not None else None,
+        )
+        callbacks = instantiate_callbacks(self.recipe.callbacks, context)
+        trainer = train_sft(
+            conversations, self.recipe.model, self.recipe.sft, self.out / "sft", self.recipe.seed, callbacks
+        )
         self.report["sft"] = {"rows": len(conversations), "global_step": trainer.state.global_step}
 
     def dpo(self) -> None:

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from datasets import Dataset
+from deita_train.callbacks import CallbackContext, EvalCallback, EvalConfig
+from deita_train.callbacks.backends import tensorboard_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from deita_train.callbacks import CallbackContext, EvalCallback, EvalConfig
-from deita_train.callbacks.backends import tensorboard_dir
 from deita_train.evaluation.command import add_eval_command
 from deita_train.evaluation.judge import JudgeClient, JudgeConfig, parse_rating
 from deita_train.evaluation.mt_bench import judge_messages, questions

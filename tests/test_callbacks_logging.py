@@ -7,10 +7,6 @@ import json
 import numpy as np
 import pytest
 from datasets import Dataset
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import SFTConfig, SFTTrainer
-
 from deita_train.callbacks import (
     CallbackContext,
     ScoreLoggerCallback,
@@ -21,6 +17,10 @@ from deita_train.callbacks import (
     parse_callbacks,
 )
 from deita_train.callbacks.backends import tensorboard_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
 from deita_train.recipe.errors import RecipeError
 
 

@@ -44,5 +44,6 @@ def test_quickstart_writes_the_contract_and_learns(tiny_model, tmp_path, monkeyp
     dpo_state = json.loads((out / "dpo" / "trainer_state.json").read_text())
     margins = logged(dpo_state, "rewards/margins")
     assert margins[-1] > margins[0] and margins[-1] > 0
+    assert (out / "report" / "scores_length.png").is_file()  # the recipe's score_logger callback
     report = json.loads((out / "report" / "run.json").read_text())
     assert report["dpo"]["start_from"] == str(out / "sft")

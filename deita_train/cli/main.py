@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from deita_train.evaluation.command import add_eval_command
 from deita_train.recipe.errors import RecipeError
 
 STAGE_COMMANDS = {"score": ["score"], "select": ["select"], "train": ["sft", "dpo"], "run": None}
@@ -29,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument(
             "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. select.budget=6000"
         )
+    add_eval_command(commands)
     tiny = commands.add_parser("tiny-model", help="build a small random Llama and BPE tokenizer, offline")
     tiny.add_argument("out_dir", type=Path)
     return top
@@ -37,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "eval":
+        return args.handler(args)
     if args.command == "tiny-model":
         from deita_train.training.tiny_model import build_tiny_model
 
@@ -55,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(recipe.raw, sort_keys=False), end="")
         print(f"# ok: stages {', '.join(recipe.stages) or 'none'}", file=sys.stderr)
         return 0
-    from deita_train.pipeline import run
-
     from accelerate import PartialState
+
+    from deita_train.pipeline import run
 
     job = run(recipe, STAGE_COMMANDS[args.command])
     if PartialState().is_main_process:
@@ -75,5 +79,5 @@ def print_outputs(out: Path) -> None:
 def run_recipe_main() -> int:
     """`python -m deita_train RECIPE [KEY=VALUE ...]` is `deita-train run RECIPE ...`."""
     argv = sys.argv[1:]
-    known = {"run", "score", "select", "train", "validate", "tiny-model", "-h", "--help"}
+    known = {"run", "score", "select", "train", "validate", "eval", "tiny-model", "-h", "--help"}
     return main(argv if argv and argv[0] in known else ["run", *argv])

@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
+from deita_train.callbacks import parse_callbacks
 from deita_train.recipe.errors import RecipeError
 from deita_train.recipe.schema import DPOStage, ModelConfig, Recipe, SFTStage, SourceConfig
 from deita_train.recipe.strict import build, convert
 from deita_train.registry import did_you_mean
 
-SECTIONS = ("extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo")
+SECTIONS = ("extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo", "callbacks")
 # Keys of the TRL configs that the recipe sets itself.
 RESERVED_TRAINER_KEYS = {"output_dir": "set from the recipe's output_dir (<output_dir>/sft or /dpo)"}
 DPO_OWN_KEYS = ("dataset", "model")
@@ -107,6 +108,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
     select = parse_select(data["select"], problems) if "select" in data else None
     sft = SFTStage(parse_trainer_args(data["sft"] or {}, "sft", (), problems)) if "sft" in data else None
     dpo = parse_dpo(data["dpo"] or {}, problems) if "dpo" in data else None
+    callbacks = parse_callbacks(data.get("callbacks") or [], problems)
     recipe = Recipe(
         output_dir=Path(str(data.get("output_dir", ""))),
         seed=seed,
@@ -116,6 +118,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
         select=select,
         sft=sft,
         dpo=dpo,
+        callbacks=callbacks,
         raw=data,
     )
     if not problems:

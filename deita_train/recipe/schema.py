@@ -78,6 +78,7 @@ class Recipe:
     select: Any = None  # deita_train.selection.base.SelectConfig
     sft: SFTStage | None = None
     dpo: DPOStage | None = None
+    callbacks: list[Any] = field(default_factory=list)  # deita_train.callbacks configs, in recipe order
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved YAML, for printing
 
     @property

@@ -53,6 +53,9 @@ def convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
         _, value_hint = typing.get_args(hint) or (Any, Any)
         return {k: convert(v, value_hint, f"{key}.{k}", problems) for k, v in value.items()}
     if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is not None and len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            return build(options[0], value, key, problems)  # name the nested key, not the union
         for option in typing.get_args(hint):
             trial: list[str] = []
             converted = convert(value, option, key, trial)

@@ -32,7 +32,7 @@ def train_sft(
     trainer = SFTTrainer(
         model=load_causal_lm(model_config),
         args=args,
-        train_dataset=conversations.select_columns(["messages"]),
+        train_dataset=conversations.select_columns(["messages", "id"]),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
