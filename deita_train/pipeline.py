@@ -84,7 +84,8 @@ class Run:
         )
         callbacks = instantiate_callbacks(self.recipe.callbacks, context)
         trainer = train_sft(
-            conversations, self.recipe.model, self.recipe.sft, self.out / "sft", self.recipe.seed, callbacks
+            conversations, self.recipe.model, self.recipe.sft, self.out / "sft", self.recipe.seed, callbacks,
+            self.recipe.peft,
         )
         self.report["sft"] = {"rows": len(conversations), "global_step": trainer.state.global_step}
 
@@ -101,7 +102,9 @@ class Run:
         model_config = self.recipe.model or ModelConfig(name_or_path=start_from)
         preferences, data_report = load_sources(stage.dataset, self.recipe.seed, preference=True)
         self.report["dpo_data"] = {"rows": len(preferences), **data_report.to_dict()}
-        trainer = train_dpo(preferences, model_config, stage, start_from, self.out / "dpo", self.recipe.seed)
+        trainer = train_dpo(
+            preferences, model_config, stage, start_from, self.out / "dpo", self.recipe.seed, peft=self.recipe.peft
+        )
         self.report["dpo"] = {"start_from": start_from, "global_step": trainer.state.global_step}
 
     def write_report(self) -> Path:

@@ -98,6 +98,9 @@ def test_overrides_are_dotted_and_typed(tmp_path, base):
         load_recipe(write(tmp_path, base), ["select.budget=lots"])
     with pytest.raises(RecipeError, match="overrides are KEY=VALUE"):
         load_recipe(write(tmp_path, base), ["select.budget"])
+    with pytest.raises(RecipeError, match="~dpo: no key .dpo. to remove"):
+        load_recipe(write(tmp_path, {k: v for k, v in base.items() if k != "sft"}), ["~dpo"])
+    assert load_recipe(write(tmp_path, base), ["~sft"]).sft is None
     with pytest.raises(RecipeError, match="pool.5.limit: pool.5 is not an index of a list of 1"):
         load_recipe(write(tmp_path, base), ["pool.5.limit=1"])
 

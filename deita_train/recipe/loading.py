@@ -15,13 +15,15 @@ import yaml
 
 from deita_train.callbacks import parse_callbacks
 from deita_train.recipe.errors import RecipeError
-from deita_train.recipe.schema import DPOStage, ModelConfig, Recipe, SFTStage, SourceConfig
+from deita_train.recipe.schema import DPOStage, ModelConfig, PeftSection, Recipe, SFTStage, SourceConfig
 from deita_train.recipe.strict import build, convert
 from deita_train.registry import did_you_mean
 
-SECTIONS = ("extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo", "callbacks")
+SECTIONS = ("extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo", "peft", "callbacks")
 # Keys of the TRL configs that the recipe sets itself.
 RESERVED_TRAINER_KEYS = {"output_dir": "set from the recipe's output_dir (<output_dir>/sft or /dpo)"}
+# TrainingArguments types it `str | None`, but Trainer.train takes True (the last checkpoint in output_dir).
+TRAINER_KEY_TYPES = {"resume_from_checkpoint": bool | str | None}
 DPO_OWN_KEYS = ("dataset", "model")
 
 
@@ -68,7 +70,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one `a.b.c=VALUE` override in place; VALUE is read as YAML (`false`, `3`, `[a, b]`)."""
+    """Apply one `a.b.c=VALUE` override in place (VALUE read as YAML: `false`, `3`, `[a, b]`); `~a.b` removes a key."""
+    if item.startswith("~") and "=" not in item:
+        *parents, leaf = item[1:].split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise RecipeError([f"{item}: no key {item[1:]!r} to remove"])
+        del node[leaf]
+        return
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise RecipeError([f"{item!r}: overrides are KEY=VALUE, e.g. select.budget=6000"])
@@ -109,6 +120,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
     sft = SFTStage(parse_trainer_args(data["sft"] or {}, "sft", (), problems)) if "sft" in data else None
     dpo = parse_dpo(data["dpo"] or {}, problems) if "dpo" in data else None
     callbacks = parse_callbacks(data.get("callbacks") or [], problems)
+    peft = build(PeftSection, data["peft"] or {}, "peft", problems) if "peft" in data else None
     recipe = Recipe(
         output_dir=Path(str(data.get("output_dir", ""))),
         seed=seed,
@@ -118,6 +130,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
         select=select,
         sft=sft,
         dpo=dpo,
+        peft=peft,
         callbacks=callbacks,
         raw=data,
     )
@@ -191,7 +204,7 @@ def parse_trainer_args(data: Any, section: str, own_keys: tuple[str, ...], probl
         problems.append(f"{section}: expected a mapping of trl.{config_class.__name__} fields, got {data!r}")
         return {}
     fields = {f.name for f in dataclasses.fields(config_class) if f.init}
-    hints = typing.get_type_hints(config_class)
+    hints = typing.get_type_hints(config_class) | TRAINER_KEY_TYPES
     args: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{section}.{name}"

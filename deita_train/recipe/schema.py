@@ -51,6 +51,26 @@ class SourceConfig:
 
 
 @dataclass
+class PeftSection:
+    """`peft:` — train LoRA adapters (QLoRA with `quantization: 4bit`) in both sft and dpo."""
+
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = lora_alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: str | list[str] = field(
+        default="all-linear", metadata={"help": "Modules to adapt: `all-linear` or a list of module names."}
+    )
+    quantization: Literal["4bit"] | None = field(
+        default=None, metadata={"help": "`4bit` loads the base in NF4 (QLoRA; needs bitsandbytes and a GPU)."}
+    )
+    merge: bool = field(
+        default=True,
+        metadata={"help": "Also save the merged model in the stage folder (DPO starts from it); "
+                  "the adapter is always saved under <stage>/adapter."},
+    )
+
+
+@dataclass
 class SFTStage:
     """`sft:` — TRL `SFTConfig` fields, passed straight to `SFTConfig(**args)`."""
 
@@ -78,6 +98,7 @@ class Recipe:
     select: Any = None  # deita_train.selection.base.SelectConfig
     sft: SFTStage | None = None
     dpo: DPOStage | None = None
+    peft: PeftSection | None = None
     callbacks: list[Any] = field(default_factory=list)  # deita_train.callbacks configs, in recipe order
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved YAML, for printing
 

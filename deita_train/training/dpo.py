@@ -8,10 +8,11 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from deita_train.recipe.schema import DPOStage, ModelConfig
+from deita_train.recipe.schema import DPOStage, ModelConfig, PeftSection
 from deita_train.training.chat_templates import apply_chat_template
 from deita_train.training.models import load_causal_lm, load_tokenizer
-from deita_train.training.sft import finish
+from deita_train.training.peft_setup import lora_config, quantization_config
+from deita_train.training.sft import finish, split_resume
 
 DPO_DEFAULTS = {"report_to": "none"}
 
@@ -24,19 +25,22 @@ def train_dpo(
     output_dir: Path,
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
+    peft: PeftSection | None = None,
 ) -> DPOTrainer:
     """Train `start_from` (the SFT output, or a model) with DPO; TRL makes the frozen reference copy."""
-    args = DPOConfig(output_dir=str(output_dir), seed=seed, **(DPO_DEFAULTS | stage.args))
+    fields, resume = split_resume(DPO_DEFAULTS | stage.args)
+    args = DPOConfig(output_dir=str(output_dir), seed=seed, **fields)
     tokenizer = load_tokenizer(start_from, model_config.trust_remote_code)
     if not tokenizer.chat_template or model_config.chat_template != "model":
         tokenizer = apply_chat_template(tokenizer, model_config.chat_template)
     trainer = DPOTrainer(
-        model=load_causal_lm(model_config, start_from),
+        model=load_causal_lm(model_config, start_from, quantization_config(peft) if peft else None),
         args=args,
         train_dataset=preferences.select_columns(["prompt", "chosen", "rejected"]),
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=lora_config(peft) if peft else None,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    finish(trainer, output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    finish(trainer, output_dir, peft)
     return trainer

@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from deita_train.recipe.schema import ModelConfig
 
@@ -41,11 +47,14 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
 
 
-def load_causal_lm(config: ModelConfig, name_or_path: str | None = None) -> PreTrainedModel:
+def load_causal_lm(
+    config: ModelConfig, name_or_path: str | None = None, quantization_config: BitsAndBytesConfig | None = None
+) -> PreTrainedModel:
     """The causal LM of `config` (or `name_or_path`, e.g. the SFT output) with the recipe's dtype and attention."""
     return AutoModelForCausalLM.from_pretrained(
         name_or_path or config.name_or_path,
         dtype=DTYPES[config.dtype],
         attn_implementation=config.attn_implementation,
         trust_remote_code=config.trust_remote_code,
+        quantization_config=quantization_config,
     )

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from deita_train.recipe.schema import ModelConfig, SFTStage
+from deita_train.recipe.schema import ModelConfig, PeftSection, SFTStage
 from deita_train.training.chat_templates import apply_chat_template
 from deita_train.training.models import load_causal_lm, load_tokenizer
+from deita_train.training.peft_setup import lora_config, quantization_config, save_adapter
 
 # Defaults where deita-train differs from TRL: Deita-7B trains on assistant tokens only (METHODS.md 6).
 SFT_DEFAULTS = {"assistant_only_loss": True, "report_to": "none"}
+
+
+def split_resume(args: dict[str, Any]) -> tuple[dict[str, Any], bool | str | None]:
+    """TRL config fields, and `resume_from_checkpoint` (True: the last checkpoint in output_dir) for `train()`."""
+    rest = {k: v for k, v in args.items() if k != "resume_from_checkpoint"}
+    return rest, args.get("resume_from_checkpoint")
 
 
 def train_sft(
@@ -23,28 +31,36 @@ def train_sft(
     output_dir: Path,
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
+    peft: PeftSection | None = None,
 ) -> SFTTrainer:
     """Train on the `messages` column of `conversations`; the final model and tokenizer go to `output_dir`."""
-    args = SFTConfig(output_dir=str(output_dir), seed=seed, **(SFT_DEFAULTS | stage.args))
+    fields, resume = split_resume(SFT_DEFAULTS | stage.args)
+    args = SFTConfig(output_dir=str(output_dir), seed=seed, **fields)
     tokenizer = apply_chat_template(
         load_tokenizer(model_config.name_or_path, model_config.trust_remote_code), model_config.chat_template
     )
     trainer = SFTTrainer(
-        model=load_causal_lm(model_config),
+        model=load_causal_lm(model_config, quantization_config=quantization_config(peft) if peft else None),
         args=args,
         train_dataset=conversations.select_columns(["messages", "id"]),
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=lora_config(peft) if peft else None,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    finish(trainer, output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    finish(trainer, output_dir, peft)
     return trainer
 
 
-def finish(trainer, output_dir: Path) -> None:
-    """Save the final model and tokenizer, with EOS in the generation config so the model stops."""
+def finish(trainer: Trainer, output_dir: Path, peft: PeftSection | None) -> None:
+    """Save the final model (or adapter) and tokenizer, with EOS in the generation config so the model stops."""
     tokenizer = trainer.processing_class
-    trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
-    trainer.model.generation_config.pad_token_id = tokenizer.pad_token_id
-    trainer.save_model(str(output_dir))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if peft is None:
+        trainer.save_model(str(output_dir))
+    elif trainer.is_world_process_zero():
+        save_adapter(model, output_dir, peft.merge)
+        tokenizer.save_pretrained(str(output_dir))
     trainer.save_state()
