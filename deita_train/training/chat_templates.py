@@ -32,25 +32,35 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-TEMPLATES = {"vicuna_v1.1": VICUNA_V11, "chatml": CHATML}
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] | trim + '<|eot_id|>' }}"
+    "{% endgeneration %}{% else %}{{ message['content'] | trim + '<|eot_id|>' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+TEMPLATES = {"vicuna_v1.1": VICUNA_V11, "chatml": CHATML, "llama3": LLAMA3}
+# Templates whose turns end with their own token: it becomes the EOS, so generation stops there.
+END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
 TEMPLATE_NAMES = (*TEMPLATES, "model")
 
 
 def apply_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
     """Set the named template on `tokenizer` (in place); `model` keeps the tokenizer's own.
 
-    ChatML ends turns with `<|im_end|>`, which becomes the EOS so generation stops there.
+    ChatML and Llama-3 end turns with their own token, which becomes the EOS so generation stops there.
     """
     if name == "model":
         if not tokenizer.chat_template:
             raise ValueError("model.chat_template: the tokenizer has no chat template of its own; "
                              f"choose one of {', '.join(TEMPLATES)}")
         return tokenizer
-    if name == "chatml":
-        if "<|im_end|>" not in tokenizer.get_vocab():
-            raise ValueError("model.chat_template: chatml needs <|im_start|> and <|im_end|> tokens, which this "
+    if name in END_OF_TURN:
+        if END_OF_TURN[name] not in tokenizer.get_vocab():
+            raise ValueError(f"model.chat_template: {name} needs the {END_OF_TURN[name]} token, which this "
                              "tokenizer lacks; use vicuna_v1.1 or the model's own template")
-        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.eos_token = END_OF_TURN[name]
     if name == "vicuna_v1.1" and (tokenizer.bos_token is None or tokenizer.eos_token is None):
         raise ValueError("model.chat_template: vicuna_v1.1 needs BOS and EOS tokens, which this tokenizer lacks")
     tokenizer.chat_template = TEMPLATES[name]
