@@ -73,8 +73,10 @@ def test_nulls_and_row_errors():
     expression = Expression("quality[0] > 1", "select.filters.0")
     assert expression.evaluate({"quality": None}) is NULL
     assert expression.evaluate({"quality": [None, 2.0]}) is NULL
-    with pytest.raises(RecipeError, match="cannot order a per-turn list"):
-        Expression("quality > 4", "k").evaluate(ROW)
+    assert Expression("quality > 4.6", "k").evaluate(ROW) is False  # every turn must pass
+    assert Expression("4 < quality <= 5", "k").evaluate(ROW) is True
+    assert Expression("quality != 5", "k").evaluate(ROW) is False
+    assert Expression("5.0 in quality", "k").evaluate(ROW) is True
     with pytest.raises(RecipeError, match="different lengths"):
         Expression("quality * complexity", "k").evaluate({"quality": [1.0], "complexity": [1.0, 2.0]})
     with pytest.raises(RecipeError, match="needs a string"):
@@ -87,7 +89,7 @@ def test_filters_count_each_step_and_nulls():
         "quality": [[5.0], [3.0], None, [4.0], [4.5]],
         "instruction": ["a", "b:", "c", "d", "e:"],
     })
-    positions, steps = apply_filters(data, ["min(quality) >= 4", "not instruction.endswith(':')"])
+    positions, steps = apply_filters(data, ["quality >= 4", "not instruction.endswith(':')"])
     assert positions.tolist() == [0, 3]
     assert [(s["kept"], s["failed"], s["null"]) for s in steps] == [(3, 1, 1), (2, 1, 0)]
     with pytest.raises(RecipeError, match="no column 'qualty'"):

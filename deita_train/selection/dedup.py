@@ -7,7 +7,8 @@ Over L2-normalized embeddings (optional), with squared L2 distances:
 The strategy keeps the non-duplicates in pool order (`budget` truncates).
 
 Backends: FAISS on the CPU (`IndexFlatL2`, exact; or `IndexIVFFlat`, approximate, for large pools),
-range search for the radius and a 2-NN search for the nearest other row; or, when CUDA is present
+one k-NN search (nearest other row, repeats, duplicates), then a range search for the rows whose k
+neighbours all lie inside the radius (so counts stay exact however large a group is); or, when CUDA is present
 (this faiss build has no GPU support), an exact blocked search with torch matrix products on the GPU.
 """
 
@@ -41,6 +42,9 @@ class DedupConfig(StrategyConfig):
     )
     nlist: int | None = field(default=None, metadata={"help": "IVF cells; None: 4 * sqrt(n)."})
     nprobe: int = field(default=16, metadata={"help": "IVF cells visited per query."})
+    neighbors: int = field(
+        default=16, metadata={"help": "k of the k-NN pass; rows with all k inside the radius get a range search."}
+    )
     query_block: int = field(default=65536, metadata={"help": "Queries per search call (bounds result memory)."})
 
 
@@ -89,7 +93,7 @@ def neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborStats:
 
 
 def faiss_neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborStats:
-    """FAISS CPU: range search (radius) plus a 2-NN search, in blocks of queries."""
+    """FAISS CPU: a k-NN search, plus a range search for saturated rows, in blocks of queries."""
     n, d = vectors.shape
     if config.index == "flat":
         index = faiss.IndexFlatL2(d)
@@ -103,18 +107,25 @@ def faiss_neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborSt
     nearest = np.full(n, np.inf, dtype=np.float32)
     repeats = np.zeros(n, dtype=np.int64)
     duplicate = np.zeros(n, dtype=bool)
+    k = min(config.neighbors, n)
     for start in range(0, n, config.query_block):
         queries = vectors[start : start + config.query_block]
         ids = np.arange(start, start + len(queries))
-        distances, labels = index.search(queries, 2)
+        distances, labels = index.search(queries, k)
         other = (labels != ids[:, None]) & (labels >= 0)
         nearest[ids] = np.where(other, distances, np.inf).min(axis=1)
-        limits, _, found = index.range_search(queries, config.radius)
-        owner = np.repeat(ids, np.diff(limits.astype(np.int64)))
-        others = found != owner
-        repeats[ids] = np.bincount(owner[others] - start, minlength=len(ids))
-        earlier = found < owner
-        duplicate[np.unique(owner[earlier])] = True
+        close = other & (distances < config.radius)
+        repeats[ids] = close.sum(1)
+        duplicate[ids] = (close & (labels < ids[:, None])).any(1)
+        # all k neighbours inside the radius: there may be more; count those rows exactly by range search
+        saturated = np.flatnonzero((labels[:, -1] >= 0) & (distances[:, -1] < config.radius))
+        if len(saturated):
+            limits, _, found = index.range_search(queries[saturated], config.radius)
+            owner = np.repeat(ids[saturated], np.diff(limits.astype(np.int64)))
+            others = found != owner
+            repeats[ids[saturated]] = np.bincount(owner[others] - start, minlength=len(ids))[saturated]
+            duplicate[ids[saturated]] = False
+            duplicate[np.unique(owner[found < owner])] = True
     return NeighborStats(nearest, repeats, duplicate)
 
 

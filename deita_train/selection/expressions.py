@@ -14,7 +14,9 @@ expression at all), names starting with `_`.
 
 Per-turn semantics: arithmetic with a list operand is elementwise (`complexity * quality` multiplies
 turn by turn; a scalar broadcasts), so a Deita score is `sum_t c_t * q_t` once the runner sums the list.
-Ordering comparisons refuse lists: write `min(quality) >= 4` or `mean(quality) >= 4`.
+A comparison (`== != < <= > >=`) with a list operand holds when it holds for *every* turn:
+`quality >= 4` means `min(quality) >= 4`; write `max(quality) >= 4` or `mean(quality) >= 4` for other
+rules. `in`/`not in` keep Python's meaning (`5 in quality`: some turn equals 5).
 
 Nulls: a row whose referenced column is null (or a list containing a null) evaluates to `NULL`; a filter
 counts it as failed (`null`), a score expression gives NaN (unscored).
@@ -62,7 +64,7 @@ COMPARISONS = {
     ast.In: lambda a, b: a in b,
     ast.NotIn: lambda a, b: a not in b,
 }
-ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+PER_TURN = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)  # with a list operand: holds for every turn
 
 Row = dict[str, Any]
 Node = Callable[[Row], Any]
@@ -163,15 +165,17 @@ class Expression:
 
     def _compile_compare(self, node: ast.Compare) -> Node:
         operands = [self._compile(node.left), *(self._compile(c) for c in node.comparators)]
-        ops = [(type(op) in ORDERING, COMPARISONS[type(op)]) for op in node.ops]
+        ops = [(type(op) in PER_TURN, COMPARISONS[type(op)]) for op in node.ops]
 
         def compare(row: Row) -> bool:
             left = operands[0](row)
-            for (ordering, op), right_node in zip(ops, operands[1:], strict=True):
+            for (per_turn, op), right_node in zip(ops, operands[1:], strict=True):
                 right = right_node(row)
-                if ordering and (isinstance(left, list) or isinstance(right, list)):
-                    raise ExpressionError("cannot order a per-turn list; use min(x), max(x) or mean(x)")
-                if not op(left, right):
+                if per_turn and (isinstance(left, list) or isinstance(right, list)):
+                    holds = all(elementwise(op, left, right))  # every turn must satisfy it
+                else:
+                    holds = op(left, right)
+                if not holds:
                     return False
                 left = right
             return True
