@@ -53,7 +53,7 @@ def test_runner_writes_selection_in_order_with_counts(tmp_path):
     both_ok = sum(v < 2048 and not s.endswith(":") for v, s in pairs)
     assert [step["kept"] for step in saved["filters"]] == [length_ok, both_ok]
     assert saved["counts"] == {"pool": 60, "scored": 60 - 5, "filtered": both_ok, "selected": 10}
-    assert set(saved["seconds"]) == {"filters", "strategy", "write", "report"}
+    assert set(saved["seconds"]) == {"filters", "strategy", "write", "report", "total"}
     assert sorted(saved["report"]) == [
         "hist_complexity.png", "hist_length_tokens.png", "hist_quality.png", "pca_embedding.png"
     ]

@@ -2,7 +2,7 @@
 
 `selection.json` records the strategy and its parameters, counts at each step (`pool`; `scored`: rows
 with no null in the columns the strategy reads; one entry per filter; `filtered`; `selected`), what
-the strategy found, and seconds per step.
+the strategy found, the report's figures, and seconds per step (and their total).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
     started = time.perf_counter()
     figures = write_report(scored, picks, output_dir / "report", seed)
     seconds["report"] = round(time.perf_counter() - started, 3)
+    seconds["total"] = round(sum(seconds.values()), 3)
 
     summary = {
         **strategy.parameters(),
