@@ -42,6 +42,14 @@ class Strategy(ABC):
     def select(self, scored: Dataset) -> list[int]:
         """Positions (0-based rows of `scored`) of the kept rows, in selection order."""
 
+    def columns(self) -> list[str]:
+        """The columns this strategy reads; a row with a null in any of them counts as unscored."""
+        return []
+
+    def details(self) -> dict[str, Any]:
+        """What the strategy found (e.g. duplicates), recorded in `selection.json` after it ran."""
+        return {}
+
     def parameters(self) -> dict[str, Any]:
         """What `selection.json` records of this strategy."""
         return {"strategy": self.name, **vars(self.config)}

@@ -1,4 +1,9 @@
-"""The select stage: filters, then the strategy; writes `selected/` and `selection.json`."""
+"""The select stage: filters, then the strategy; writes `selected/`, `selection.json` and `report/`.
+
+`selection.json` records the strategy and its parameters, counts at each step (`pool`; `scored`: rows
+with no null in the columns the strategy reads; one entry per filter; `filtered`; `selected`), what
+the strategy found, the report's figures, and seconds per step (and their total).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,61 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 from datasets import Dataset
 
 from deita_train.selection.base import STRATEGIES, SelectConfig
+from deita_train.selection.filters import apply_filters
+from deita_train.selection.report import write_report
+from deita_train.selection.scores import arrow_column
 from deita_train.storage import save_dataset, write_json
 
 
 def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -> tuple[Dataset, dict[str, Any]]:
-    """Apply `config` to `scored`; write `<output_dir>/selected/` and `<output_dir>/selection.json`."""
-    if config.filters:
-        raise NotImplementedError("select.filters are not implemented yet")
-    started = time.perf_counter()
+    """Apply `config` to `scored`; write `<output_dir>/selected/`, `selection.json` and `report/`."""
+    seconds: dict[str, float] = {}
     strategy = STRATEGIES.get(config.strategy, "select.strategy")(config.options, seed)
-    positions = strategy.select(scored)
-    selected = scored.select(positions)
+
+    started = time.perf_counter()
+    positions, filter_steps = apply_filters(scored, config.filters)
+    seconds["filters"] = round(time.perf_counter() - started, 3)
+
+    started = time.perf_counter()
+    candidates = scored.select(positions) if config.filters else scored
+    picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
+    seconds["strategy"] = round(time.perf_counter() - started, 3)
+
+    started = time.perf_counter()
+    selected = scored.select(picks)
+    save_dataset(selected, output_dir / "selected")
+    seconds["write"] = round(time.perf_counter() - started, 3)
+
+    started = time.perf_counter()
+    figures = write_report(scored, picks, output_dir / "report", seed)
+    seconds["report"] = round(time.perf_counter() - started, 3)
+    seconds["total"] = round(sum(seconds.values()), 3)
+
     summary = {
         **strategy.parameters(),
-        "counts": {"pool": len(scored), "selected": len(selected)},
-        "seconds": {"strategy": round(time.perf_counter() - started, 3)},
+        "filters": filter_steps,
+        "counts": {
+            "pool": len(scored),
+            "scored": count_scored(scored, strategy.columns()),
+            "filtered": len(positions),
+            "selected": len(selected),
+        },
+        "found": strategy.details(),
+        "report": figures,
+        "seconds": seconds,
     }
-    save_dataset(selected, output_dir / "selected")
     write_json(output_dir / "selection.json", summary)
     return selected, summary
+
+
+def count_scored(scored: Dataset, columns: list[str]) -> int:
+    """Rows with no null in any of `columns` (all rows when the strategy reads none)."""
+    present = np.ones(len(scored), dtype=bool)
+    for column in columns:
+        present &= pc.invert(arrow_column(scored, column).is_null()).to_numpy(zero_copy_only=False)
+    return int(present.sum())

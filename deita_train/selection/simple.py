@@ -1,13 +1,17 @@
-"""`random` and `top_k`: the simplest strategies."""
+"""`random`, `top_k` and `threshold`: the simplest strategies."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from datasets import Dataset
 
+from deita_train.recipe.errors import RecipeError
 from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.deita import stable_descending
+from deita_train.selection.expressions import Expression
 from deita_train.selection.scores import sample_scores
 
 
@@ -22,7 +26,7 @@ class RandomStrategy(Strategy):
 
 @dataclass
 class TopKConfig(StrategyConfig):
-    score: str = field(default="score", metadata={"help": "Column (per-turn lists are summed) to rank by."})
+    score: str = field(default="score", metadata={"help": "Score expression (per-turn lists are summed) to rank by."})
 
 
 @register_strategy("top_k")
@@ -31,7 +35,49 @@ class TopKStrategy(Strategy):
 
     config_class = TopKConfig
 
+    def columns(self) -> list[str]:
+        return sorted(Expression(self.config.score, "select.score").columns)
+
     def select(self, scored: Dataset) -> list[int]:
-        values = sample_scores(scored, self.config.score)
-        ranked = [i for i in np.argsort(-values, kind="stable") if not np.isnan(values[i])]
-        return [int(i) for i in ranked[: self.config.budget]]
+        ranked = stable_descending(sample_scores(scored, self.config.score))
+        return ranked[: self.config.budget].tolist()
+
+
+@dataclass
+class ThresholdConfig(StrategyConfig):
+    """Options of `threshold`: at least one of `min` and `max`."""
+
+    score: str = field(default="score", metadata={"help": "Score expression (per-turn lists are summed)."})
+    min: float | None = field(default=None, metadata={"help": "Keep rows with score >= min."})
+    max: float | None = field(default=None, metadata={"help": "Keep rows with score <= max."})
+    order: Literal["score", "pool"] = field(
+        default="score", metadata={"help": "`score`: descending score (ties: lower id); `pool`: pool order."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.min is None and self.max is None:
+            raise RecipeError(["select: `threshold` needs `min`, `max` or both"])
+
+
+@register_strategy("threshold")
+class ThresholdStrategy(Strategy):
+    """Rows whose score lies in [min, max]; unscored rows fail; `budget` truncates in the chosen order."""
+
+    config_class = ThresholdConfig
+
+    def columns(self) -> list[str]:
+        return sorted(Expression(self.config.score, "select.score").columns)
+
+    def select(self, scored: Dataset) -> list[int]:
+        scores = sample_scores(scored, self.config.score)
+        with np.errstate(invalid="ignore"):
+            passing = ~np.isnan(scores)
+            if self.config.min is not None:
+                passing &= scores >= self.config.min
+            if self.config.max is not None:
+                passing &= scores <= self.config.max
+        if self.config.order == "pool":
+            picks = np.flatnonzero(passing)
+        else:
+            picks = stable_descending(np.where(passing, scores, np.nan))
+        return picks[: self.config.budget].tolist()

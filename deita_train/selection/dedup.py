@@ -1,0 +1,148 @@
+"""`dedup`: Magpie's embedding near-duplicate rule (Xu et al., arXiv 2406.08464), METHODS.md section 5.
+
+Over L2-normalized embeddings (optional), with squared L2 distances:
+- `min_neighbor_distance`: distance to the nearest *other* row;
+- `repeat_count`: how many other rows lie strictly within `radius` (default 0.05);
+- a row is a duplicate iff an *earlier* row lies within `radius`; the first of a group is kept.
+The strategy keeps the non-duplicates in pool order (`budget` truncates).
+
+Backends: FAISS on the CPU (`IndexFlatL2`, exact; or `IndexIVFFlat`, approximate, for large pools),
+one k-NN search (nearest other row, repeats, duplicates), then a range search for the rows whose k
+neighbours all lie inside the radius (so counts stay exact however large a group is); or, when CUDA is present
+(this faiss build has no GPU support), an exact blocked search with torch matrix products on the GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+import torch
+from datasets import Dataset
+
+from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.deita import unit_rows
+from deita_train.selection.scores import embedding_matrix
+
+
+@dataclass
+class DedupConfig(StrategyConfig):
+    """Options of `dedup`."""
+
+    embedding: str = field(default="embedding", metadata={"help": "Column holding one embedding vector per row."})
+    radius: float = field(default=0.05, metadata={"help": "Squared L2 distance below which two rows repeat."})
+    normalize: bool = field(default=True, metadata={"help": "L2-normalize embeddings first (Magpie does)."})
+    backend: Literal["auto", "faiss", "torch"] = field(
+        default="auto", metadata={"help": "`auto`: torch when CUDA is present, else faiss (CPU)."}
+    )
+    index: Literal["flat", "ivf"] = field(
+        default="flat", metadata={"help": "FAISS index: `flat` exact; `ivf` approximate, for millions of rows."}
+    )
+    nlist: int | None = field(default=None, metadata={"help": "IVF cells; None: 4 * sqrt(n)."})
+    nprobe: int = field(default=16, metadata={"help": "IVF cells visited per query."})
+    neighbors: int = field(
+        default=16, metadata={"help": "k of the k-NN pass; rows with all k inside the radius get a range search."}
+    )
+    query_block: int = field(default=65536, metadata={"help": "Queries per search call (bounds result memory)."})
+
+
+@dataclass
+class NeighborStats:
+    """Per-row results of `neighbor_stats`, in row order."""
+
+    min_neighbor_distance: np.ndarray  # float32; inf when there is no other row (or none found, IVF)
+    repeat_count: np.ndarray  # int64
+    duplicate: np.ndarray  # bool
+
+
+@register_strategy("dedup")
+class DedupStrategy(Strategy):
+    """Drop rows with an earlier near-duplicate; keep the rest in pool order."""
+
+    config_class = DedupConfig
+
+    def __init__(self, config: DedupConfig, seed: int) -> None:
+        super().__init__(config, seed)
+        self.found: dict[str, int] = {}
+
+    def columns(self) -> list[str]:
+        return [self.config.embedding]
+
+    def select(self, scored: Dataset) -> list[int]:
+        vectors, valid = embedding_matrix(scored, self.config.embedding)
+        if self.config.normalize:
+            vectors = unit_rows(torch.from_numpy(vectors)).numpy()
+        stats = neighbor_stats(vectors, self.config)
+        rows = np.flatnonzero(valid)
+        self.found = {"duplicates": int(stats.duplicate.sum()), "with_repeats": int((stats.repeat_count > 0).sum())}
+        return rows[~stats.duplicate][: self.config.budget].tolist()
+
+    def details(self) -> dict[str, Any]:
+        return self.found
+
+
+def neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborStats:
+    """Nearest-other distance, repeat count and duplicate flag for each row of float32 `vectors`."""
+    use_torch = config.backend == "torch" or (config.backend == "auto" and torch.cuda.is_available())
+    if use_torch:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch_neighbor_stats(torch.from_numpy(vectors).to(device), config.radius, config.query_block // 16)
+    return faiss_neighbor_stats(np.ascontiguousarray(vectors, dtype=np.float32), config)
+
+
+def faiss_neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborStats:
+    """FAISS CPU: a k-NN search, plus a range search for saturated rows, in blocks of queries."""
+    n, d = vectors.shape
+    if config.index == "flat":
+        index = faiss.IndexFlatL2(d)
+    else:
+        nlist = config.nlist or max(1, int(4 * np.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist, faiss.METRIC_L2)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.nprobe = config.nprobe
+    index.add(vectors)
+    nearest = np.full(n, np.inf, dtype=np.float32)
+    repeats = np.zeros(n, dtype=np.int64)
+    duplicate = np.zeros(n, dtype=bool)
+    k = min(config.neighbors, n)
+    for start in range(0, n, config.query_block):
+        queries = vectors[start : start + config.query_block]
+        ids = np.arange(start, start + len(queries))
+        distances, labels = index.search(queries, k)
+        other = (labels != ids[:, None]) & (labels >= 0)
+        nearest[ids] = np.where(other, distances, np.inf).min(axis=1)
+        close = other & (distances < config.radius)
+        repeats[ids] = close.sum(1)
+        duplicate[ids] = (close & (labels < ids[:, None])).any(1)
+        # all k neighbours inside the radius: there may be more; count those rows exactly by range search
+        saturated = np.flatnonzero((labels[:, -1] >= 0) & (distances[:, -1] < config.radius))
+        if len(saturated):
+            limits, _, found = index.range_search(queries[saturated], config.radius)
+            owner = np.repeat(ids[saturated], np.diff(limits.astype(np.int64)))
+            others = found != owner
+            repeats[ids[saturated]] = np.bincount(owner[others] - start, minlength=len(ids))[saturated]
+            duplicate[ids[saturated]] = False
+            duplicate[np.unique(owner[found < owner])] = True
+    return NeighborStats(nearest, repeats, duplicate)
+
+
+def torch_neighbor_stats(points: torch.Tensor, radius: float, block: int) -> NeighborStats:
+    """Exact blocked search with matrix products (for the GPU): O(block * n) memory."""
+    n = len(points)
+    squared_norms = (points * points).sum(1)
+    columns = torch.arange(n, device=points.device)
+    nearest = torch.empty(n, dtype=torch.float32, device=points.device)
+    repeats = torch.empty(n, dtype=torch.int64, device=points.device)
+    duplicate = torch.empty(n, dtype=torch.bool, device=points.device)
+    for start in range(0, n, block):
+        rows = torch.arange(start, min(start + block, n), device=points.device)
+        squared = (squared_norms[rows, None] + squared_norms[None, :] - 2 * points[rows] @ points.T).clamp_min(0)
+        squared[rows - start, rows] = float("inf")  # not its own neighbour
+        nearest[rows] = squared.min(1).values
+        close = squared < radius
+        repeats[rows] = close.sum(1)
+        duplicate[rows] = (close & (columns[None, :] < rows[:, None])).any(1)
+    return NeighborStats(nearest.cpu().numpy(), repeats.cpu().numpy(), duplicate.cpu().numpy())

@@ -1,0 +1,145 @@
+"""`deita`: score-first, diversity-aware selection (Deita's Repr Filter), METHODS.md section 3.
+
+```
+s_i   = score expression per row (default sum_t complexity_t * quality_t)
+order = stable argsort of -s                  (ties: lower row first; unscored rows are left out)
+S     = [order[0]]; for j in order[1:]: stop at budget; keep j iff max_{k in S} <E_j, E_k> <= threshold
+```
+Candidates are compared with already *selected* rows only (not with earlier rejected ones, the
+deviation of the authors' batched code). The selected set lives in a preallocated tensor on the
+device; each block of candidates is tested against it with one matrix product, then the block is
+resolved by an in-block greedy pass over its Gram matrix, so the picks equal the one-at-a-time loop.
+
+Similarity convention (identical in both paths, and in the test's reference loop): rows are
+L2-normalized in float32 (a zero vector stays zero, so its cosine with everything is 0 and it is kept
+unless the budget stops it); the similarity is the float32 dot product, and any product within the
+float32 error bound of the threshold is recomputed exactly in float64, so the keep/reject decision
+does not depend on the shape of the matrix product that computed it. TF32 matmuls must stay off
+(PyTorch's default) for that bound to hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.expressions import Expression
+from deita_train.selection.scores import embedding_matrix, sample_scores
+
+
+@dataclass
+class DeitaConfig(StrategyConfig):
+    """Options of `deita`. `budget` defaults to 6000, the Deita-6K size."""
+
+    budget: int | None = field(default=6000, metadata={"help": "Rows to keep (Deita-6K: 6000); None: no limit."})
+    score: str = field(
+        default="complexity * quality",
+        metadata={"help": "Score expression; per-turn lists multiply elementwise, then sum over turns."},
+    )
+    embedding: str = field(default="embedding", metadata={"help": "Column holding one embedding vector per row."})
+    threshold: float = field(
+        default=0.9, metadata={"help": "Keep a row iff its max cosine to the selected rows is <= this."}
+    )
+    block_size: int = field(default=1024, metadata={"help": "Candidates tested per matrix product."})
+    device: str | None = field(default=None, metadata={"help": "torch device; None: cuda when available, else cpu."})
+
+
+@register_strategy("deita")
+class DeitaStrategy(Strategy):
+    """Deita's score-first diverse selection; see the module docstring."""
+
+    config_class = DeitaConfig
+
+    def columns(self) -> list[str]:
+        return sorted(Expression(self.config.score, "select.score").columns | {self.config.embedding})
+
+    def select(self, scored: Dataset) -> list[int]:
+        scores = sample_scores(scored, self.config.score)
+        vectors, valid = embedding_matrix(scored, self.config.embedding)
+        rows = np.flatnonzero(valid)  # position in `vectors` -> row of `scored`
+        ranked = stable_descending(scores[rows])
+        device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        units = unit_rows(torch.from_numpy(vectors))
+        picks = repr_filter(units, ranked, self.config.threshold, self.config.budget, self.config.block_size, device)
+        return rows[picks].tolist()
+
+
+def stable_descending(scores: np.ndarray) -> np.ndarray:
+    """Positions of the finite scores, highest first; ties keep the lower position first; NaN left out."""
+    order = np.argsort(-scores, kind="stable")
+    return order[~np.isnan(scores[order])]
+
+
+def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """float32 rows divided by their L2 norm; a zero row stays zero."""
+    vectors = vectors.to(torch.float32)
+    norms = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
+    return torch.where(norms > 0, vectors / norms.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+
+
+def above(left: torch.Tensor, right: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Boolean matrix `<left_i, right_j> > threshold` for unit float32 rows, exact near the threshold.
+
+    The float32 product of two unit vectors of size D is within D * 2^-24 of the exact value (the sum
+    of |a_i b_i| is at most 1); entries inside twice that band are recomputed in float64 (each float32
+    product is exact in float64), so the result does not depend on how the product was blocked.
+    """
+    sims = left @ right.T
+    band = 2 * left.shape[1] * 2.0**-24
+    result = sims > threshold
+    near = torch.nonzero((sims - threshold).abs() <= band, as_tuple=True)
+    if near[0].numel():
+        exact = (left[near[0]].double() * right[near[1]].double()).sum(dim=1)
+        result[near] = exact > threshold
+    return result
+
+
+def repr_filter(
+    units: torch.Tensor,
+    order: np.ndarray,
+    threshold: float,
+    budget: int | None,
+    block_size: int,
+    device: torch.device,
+) -> list[int]:
+    """Deita's greedy diversity filter over `units` (n, D; rows from `unit_rows`) visited in `order`.
+
+    Returns the picked positions in selection order.
+    Identical to the one-at-a-time loop: a candidate is kept iff no already selected row (from earlier
+    blocks, or accepted earlier in its own block) has similarity above `threshold`.
+    """
+    limit = len(order) if budget is None else min(budget, len(order))
+    if limit <= 0:
+        return []
+    selected = torch.empty((limit, units.shape[1]), dtype=torch.float32, device=device)
+    count = 0
+    picks: list[int] = []
+    for start in range(0, len(order), block_size):
+        ids = order[start : start + block_size]
+        block = units[torch.from_numpy(ids)].to(device)
+        fresh = ~above(block, selected[:count], threshold).any(dim=1) if count else torch.ones(len(ids), dtype=bool)
+        alive = torch.nonzero(fresh.cpu(), as_tuple=True)[0].numpy()
+        if not len(alive):
+            continue
+        candidates = block[torch.from_numpy(alive).to(device)]
+        clash = above(candidates, candidates, threshold).cpu().numpy()
+        accepted: list[int] = []  # positions within `alive`
+        blocked = np.zeros(len(alive), dtype=bool)  # too similar to a row accepted earlier in this block
+        for i in range(len(alive)):
+            if count + len(accepted) >= limit:
+                break
+            if not blocked[i]:
+                accepted.append(i)
+                blocked |= clash[i]
+        if accepted:
+            chosen = torch.as_tensor(accepted, device=device)
+            selected[count : count + len(accepted)] = candidates[chosen]
+            count += len(accepted)
+            picks.extend(int(ids[alive[i]]) for i in accepted)
+        if count >= limit:
+            break
+    return picks
