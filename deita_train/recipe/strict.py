@@ -12,6 +12,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
+from deita_train.recipe.errors import RecipeError
 from deita_train.registry import did_you_mean
 
 
@@ -38,7 +39,11 @@ def build(cls: type, data: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key + '.' if key else ''}{name}: required key is missing")
     if len(problems) > before:
         return None
-    return cls(**values)
+    try:
+        return cls(**values)
+    except RecipeError as error:  # a config's own check of contradictory options
+        problems += [p if p.startswith(key) else f"{key}: {p}" for p in error.problems]
+        return None
 
 
 def convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
