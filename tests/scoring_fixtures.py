@@ -28,7 +28,7 @@ def alpaca(i: int, instruction: str, input_text: str, output: str) -> dict:
 
 def mixed_records() -> list[dict]:
     """Mixed lengths, one multi-turn record, one Alpaca record with input."""
-    rows = [record(i, [("Tell me about topic number %d. " % i * (1 + i % 4), "Here is an answer. " * (1 + 3 * i % 7))])
+    rows = [record(i, [(f"Tell me about topic number {i}. " * (1 + i % 4), "Here is an answer. " * (1 + 3 * i % 7))])
             for i in range(9)]
     rows.append(record(9, [("Hi there", "Hello! How can I help?"), ("Count to three", "1, 2, 3."),
                            ("Thanks", "You are welcome.")]))

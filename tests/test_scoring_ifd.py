@@ -121,6 +121,7 @@ def test_ppl_is_exp_of_conditioned_loss(tiny_model):
     scorer = make_scorer("ppl", tiny_model, batch_tokens=300)
     rec = alpaca(0, "Name a color", "", "Blue.")
     (score,) = scorer.score_batch([rec])
-    lc = reference_mean_loss(model, tokenizer("Name a color\nBlue.")["input_ids"], len(tokenizer("Name a color\n")["input_ids"]))
+    prompt = "Name a color\n"
+    lc = reference_mean_loss(model, tokenizer(prompt + "Blue.")["input_ids"], len(tokenizer(prompt)["input_ids"]))
     assert score.value[0] == pytest.approx(math.exp(lc), rel=1e-5)
     assert_batched_equals_single(scorer, mixed_records(), atol=1e-3)  # perplexities are O(1e3) on a random model
