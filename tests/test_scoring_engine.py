@@ -102,7 +102,7 @@ def test_two_processes_write_the_same_scored_as_one(tiny_model, tmp_path):
     script = tmp_path / "score.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(script), str(tiny_model), str(tmp_path / "two")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

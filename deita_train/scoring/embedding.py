@@ -56,10 +56,11 @@ class EmbeddingScorer(Scorer):
 
     def load(self) -> None:
         if self.config.backend == "sentence_transformers":
-            from accelerate import PartialState
             from sentence_transformers import SentenceTransformer
 
-            self.encoder = SentenceTransformer(self.models()[0], device=str(PartialState().device),
+            from deita_train.scoring.processes import process_state
+
+            self.encoder = SentenceTransformer(self.models()[0], device=str(process_state().device),
                                                trust_remote_code=self.config.trust_remote_code)
             return
         self.tokenizer = lm.load_tokenizer(self.config, self.context)

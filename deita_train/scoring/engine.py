@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from deita_train.scoring.base import SCORERS, Record, Score, Scorer, ScorerConfig, ScoringContext
 from deita_train.scoring.cache import ShardStore, shard_key
+from deita_train.scoring.processes import process_state
 from deita_train.storage import save_dataset
 
 
@@ -46,9 +47,7 @@ def score_pool(
     Finished shards live in `<out_dir>_shards/` (beside `out_dir`) and are reused by later runs.
     Every process returns the merged dataset; only the main process writes it.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     cache_root = out_dir.with_name(f"{out_dir.name}_shards")
     records = pool.to_list()
     plans: dict[str, tuple[ShardStore, list[Shard], int]] = {}

@@ -66,7 +66,7 @@ def load_tokenizer(config: ModelScorerConfig, context: ScoringContext) -> PreTra
 
 def load_model(config: ModelScorerConfig, context: ScoringContext, auto_class=AutoModelForCausalLM) -> PreTrainedModel:
     """The scoring model in eval mode on this process's device (Accelerate's `PartialState`)."""
-    from accelerate import PartialState
+    from deita_train.scoring.processes import process_state
 
     model = auto_class.from_pretrained(
         model_name(config, context),
@@ -79,7 +79,7 @@ def load_model(config: ModelScorerConfig, context: ScoringContext, auto_class=Au
             if getattr(model.config, name, None) not in (None, 1.0):
                 raise ValueError(f"{model_name(config, context)}: its config sets {name}, which these scorers do not "
                                  "apply to logits; use a model without it")
-    return model.to(PartialState().device).eval()
+    return model.to(process_state().device).eval()
 
 
 def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
