@@ -112,3 +112,17 @@ def test_two_processes_write_the_same_scored_as_one(tiny_model, tmp_path):
     assert two.to_list() == single.to_list()
     done_markers = list((tmp_path / "two" / "scored_shards" / "ifd").glob("*.done"))
     assert len(done_markers) == 4 and all(json.loads(p.read_text())["rows"] for p in done_markers)
+
+
+def test_recipe_score_options_are_typed_per_scorer():
+    from deita_train.recipe.loading import parse_score
+
+    problems: list[str] = []
+    parsed = parse_score({
+        "ifd": {"type": "ifd", "convention": "cherry", "model": "gpt2", "batch_tokens": 4096},
+        "quality": {"type": "deita_quality", "max_length": 1024, "dtype": "bfloat16"},
+        "emb": {"type": "embedding", "pooling": "mean", "storage_dtype": "float16"},
+    }, problems)
+    assert problems == [] and parsed["ifd"].convention == "cherry" and parsed["emb"].storage_dtype == "float16"
+    parse_score({"ifd": {"type": "ifd", "convention": "alpaca", "batch_token": 1}}, problems)
+    assert any("score.ifd.convention" in p for p in problems) and any("score.ifd.batch_token" in p for p in problems)
