@@ -19,6 +19,10 @@ class ScorerConfig:
     """Options every scorer takes; a scorer's own config subclasses this."""
 
     type: str = field(metadata={"help": "Registered scorer name, e.g. `length`, `ifd`, `deita_quality`."})
+    shard_size: int = field(
+        default=1024,
+        metadata={"help": "Records per cached shard: the unit the engine hands to `score_batch`, caches and resumes."},
+    )
 
 
 @dataclass
@@ -66,10 +70,14 @@ class Scorer(ABC):
         self.config = config
         self.context = context
 
-    def load(self) -> None:
+    def models(self) -> list[str]:
+        """Models and tokenizers this scorer reads; their identity is part of the engine's cache key."""
+        return []
+
+    def load(self) -> None:  # noqa: B027  (scorers without a model load nothing)
         """Load models and tokenizers; called once per process before the first batch."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027
         """Free what `load` took (models, GPU memory) before the next scorer or training."""
 
     @abstractmethod

@@ -1,55 +1,173 @@
 """The scoring engine: runs each recipe scorer over the pool and writes `scored/`.
 
-Each scorer adds a column named by its recipe key (and `<key>_<extra>` inspection columns);
-a record a scorer cannot score gets null there and a counted reason in the report.
+For each scorer, in recipe order:
+1. plan: records sorted by length (longest first, ties by `id`) and cut into shards of
+   `shard_size`; each shard's cache key hashes the scorer config, its model files and the records;
+2. score: under `accelerate launch`, process r takes shards r, r + N, r + 2N, ... (a plan that does
+   not depend on N, so any number of processes gives the same shards), skips finished ones, loads
+   the scorer once, calls `score_batch` per shard (the scorer batches by a token budget inside it)
+   and writes each shard with its stats, done marker last (`cache.ShardStore`);
+3. merge (main process): every shard, in `id` order, becomes the column named by the recipe key
+   (and `<key>_<extra>` inspection columns); a record a scorer could not score gets null there.
+A killed run rerun scores only the shards without a done marker.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets.table import InMemoryTable
+from tqdm.auto import tqdm
 
-from deita_train.scoring.base import SCORERS, Score, ScorerConfig, ScoringContext
+from deita_train.scoring.base import SCORERS, Record, Score, Scorer, ScorerConfig, ScoringContext
+from deita_train.scoring.cache import ShardStore, shard_key
+from deita_train.scoring.processes import process_state
 from deita_train.storage import save_dataset
 
-BATCH_SIZE = 64
+
+@dataclass(frozen=True)
+class Shard:
+    """Positions (into the pool) of one shard's records, and its cache key."""
+
+    key: str
+    positions: list[int]
 
 
 def score_pool(
     pool: Dataset, scorers: dict[str, ScorerConfig], context: ScoringContext, out_dir: Path
 ) -> tuple[Dataset, dict[str, Any]]:
-    """Score `pool` with every scorer in recipe order; write `out_dir` and return it with per-scorer stats."""
-    stats: dict[str, Any] = {}
+    """Score `pool` with every scorer in recipe order; write `out_dir` and return it with per-scorer stats.
+
+    Finished shards live in `<out_dir>_shards/` (beside `out_dir`) and are reused by later runs.
+    Every process returns the merged dataset; only the main process writes it.
+    """
+    state = process_state()
+    cache_root = out_dir.with_name(f"{out_dir.name}_shards")
+    records = pool.to_list()
+    plans: dict[str, tuple[ShardStore, list[Shard], int]] = {}
     for column, config in scorers.items():
         scorer = SCORERS.get(config.type, f"score.{column}.type")(config, context)
-        scorer.load()
-        try:
-            scores = [
-                score
-                for start in range(0, len(pool), BATCH_SIZE)
-                for score in scorer.score_batch(pool.select(range(start, min(start + BATCH_SIZE, len(pool)))).to_list())
-            ]
-        finally:
-            scorer.close()
-        pool = add_score_columns(pool, column, scores)
-        stats[column] = summarize(scores)
-    save_dataset(pool, out_dir)
-    return pool, stats
+        store = ShardStore(cache_root / config.type)
+        shards = plan_shards(records, scorer)
+        reused = sum(store.done(shard.key) for shard in shards)
+        state.wait_for_everyone()  # every process has seen what was finished before this run
+        mine = shards[state.process_index :: state.num_processes]
+        run_shards(scorer, column, records, [s for s in mine if not store.done(s.key)], store, state.is_main_process)
+        plans[column] = (store, shards, reused)
+    state.wait_for_everyone()
+    stats: dict[str, Any] = {}
+    if state.is_main_process:
+        scored = pool
+        for column, (store, shards, reused) in plans.items():
+            table, stats[column] = merge_shards(store, shards, [record["id"] for record in records])
+            stats[column]["shards"] = {"total": len(shards), "reused": reused}
+            scored = add_score_columns(scored, column, table)
+        save_dataset(scored, out_dir)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        stats = {column: merge_shards(store, shards, [r["id"] for r in records])[1]
+                 for column, (store, shards, _) in plans.items()}
+    return load_from_disk(str(out_dir)), stats
 
 
-def add_score_columns(pool: Dataset, column: str, scores: list[Score]) -> Dataset:
-    if column in pool.column_names:
-        pool = pool.remove_columns(column)
-    pool = pool.add_column(column, [score.value for score in scores])
-    for extra in sorted({name for score in scores for name in score.extras}):
-        name = f"{column}_{extra}"
-        if name in pool.column_names:
-            pool = pool.remove_columns(name)
-        pool = pool.add_column(name, [score.extras.get(extra) for score in scores])
-    return pool
+def length_estimate(record: Record) -> int:
+    """Characters in the conversation: orders records so that a shard holds similar lengths."""
+    return sum(len(message["content"]) for message in record["messages"])
+
+
+def plan_shards(records: list[Record], scorer: Scorer) -> list[Shard]:
+    """Records sorted longest first (ties by position), cut every `shard_size`, each with its cache key."""
+    size = scorer.config.shard_size
+    if size <= 0:
+        raise ValueError(f"score.<column>.shard_size: must be positive, got {size}")
+    order = sorted(range(len(records)), key=lambda i: (-length_estimate(records[i]), i))
+    models = scorer.models()
+    shards = []
+    for start in range(0, len(order), size):
+        positions = order[start : start + size]
+        shards.append(Shard(shard_key(scorer.config, models, [records[i] for i in positions]), positions))
+    return shards
+
+
+def run_shards(scorer: Scorer, column: str, records: list[Record], todo: list[Shard], store: ShardStore,
+               show_progress: bool) -> None:
+    """Load the scorer once, score and write each unfinished shard, free the scorer."""
+    if not todo:
+        return
+    progress = tqdm(total=sum(len(s.positions) for s in todo), desc=f"score {column}", disable=not show_progress)
+    scorer.load()
+    try:
+        for shard in todo:
+            batch = [records[i] for i in shard.positions]
+            scores = scorer.score_batch(batch)
+            if len(scores) != len(batch):
+                raise RuntimeError(f"scorer {scorer.name} returned {len(scores)} scores for {len(batch)} records")
+            store.write(shard.key, shard_table([r["id"] for r in batch], scores, scorer.per_turn),
+                        {"records": len(batch), **summarize(scores)})
+            progress.update(len(batch))
+    finally:
+        scorer.close()
+        progress.close()
+
+
+def value_array(values: list[Any], per_turn: bool) -> pa.Array:
+    """Per-turn lists -> list<double>; vectors -> fixed_size_list<float32|float16>; floats -> double."""
+    present = next((v for v in values if v is not None), None)
+    if per_turn:
+        return pa.array(values, type=pa.list_(pa.float64()))
+    if isinstance(present, np.ndarray):
+        item = pa.from_numpy_dtype(present.dtype)
+        return pa.array([None if v is None else v.tolist() for v in values], type=pa.list_(item, len(present)))
+    if present is None:
+        return pa.nulls(len(values))  # a shard with nothing scored: the type comes from the other shards
+    return pa.array(values, type=pa.float64())
+
+
+def shard_table(ids: list[int], scores: list[Score], per_turn: bool) -> pa.Table:
+    """`id`, `value`, and one `extra:<name>` column per inspection extra."""
+    columns = {"id": pa.array(ids, type=pa.int64()), "value": value_array([s.value for s in scores], per_turn)}
+    for name in sorted({name for score in scores for name in score.extras}):
+        extra = [score.extras.get(name) for score in scores]
+        columns[f"extra:{name}"] = value_array(extra, per_turn)
+    return pa.table(columns)
+
+
+def merge_shards(store: ShardStore, shards: list[Shard], ids: list[int]) -> tuple[pa.Table, dict[str, Any]]:
+    """All shards of one scorer as one table in pool order, and their summed stats."""
+    tables, totals, reasons = [], Counter(), Counter()
+    for shard in shards:
+        table, stats = store.read(shard.key)
+        tables.append(table)
+        totals.update({k: stats[k] for k in ("records", "scored", "truncated")})
+        reasons.update(stats["unscorable"])
+    if not tables:
+        return pa.table({"id": pa.array([], pa.int64()), "value": pa.nulls(0)}), {**dict(totals), "unscorable": {}}
+    table = pa.concat_tables(tables, promote_options="permissive")
+    table = table.sort_by("id")
+    if table.column("id").to_pylist() != sorted(ids):
+        raise RuntimeError(f"scoring shards under {store.root} do not cover the pool's ids; "
+                           "delete that folder and rerun")
+    return table, {**dict(totals), "unscorable": dict(reasons)}
+
+
+def add_score_columns(pool: Dataset, column: str, table: pa.Table) -> Dataset:
+    """`pool` with `column` (and `<column>_<extra>`) from `table`, whose rows are in `id` order."""
+    order = np.argsort(np.asarray(pool["id"]), kind="stable")
+    rows = np.empty(len(order), dtype=np.int64)
+    rows[order] = np.arange(len(order))  # table row of each pool row
+    renamed = {"value": column, **{name: f"{column}_{name.split(':', 1)[1]}" for name in table.column_names
+                                   if name.startswith("extra:")}}
+    new = table.select(list(renamed)).rename_columns(list(renamed.values())).take(pa.array(rows))
+    if new.num_columns and pa.types.is_null(new.column(column).type):
+        new = new.set_column(0, column, pa.array([None] * len(rows), type=pa.float64()))
+    existing = [name for name in new.column_names if name in pool.column_names]
+    return concatenate_datasets([pool.remove_columns(existing), Dataset(InMemoryTable(new))], axis=1)
 
 
 def summarize(scores: list[Score]) -> dict[str, Any]:

@@ -22,13 +22,17 @@ class LengthScorer(Scorer):
     config_class = LengthScorerConfig
     per_turn = True
 
+    def models(self) -> list[str]:
+        name = self.config.model or self.context.model_name_or_path
+        if name is None:
+            raise ValueError("score.<column>.model: the length scorer needs a tokenizer: "
+                             "set `model` or the recipe's model")
+        return [name]
+
     def load(self) -> None:
         from deita_train.training.models import load_tokenizer
 
-        name = self.config.model or self.context.model_name_or_path
-        if name is None:
-            raise ValueError("the length scorer needs a tokenizer: set its `model` or the recipe's model")
-        self.tokenizer = load_tokenizer(name, trust_remote_code=self.context.trust_remote_code)
+        self.tokenizer = load_tokenizer(self.models()[0], trust_remote_code=self.context.trust_remote_code)
 
     def score_batch(self, batch: list[Record]) -> list[Score]:
         texts = [text for record in batch for turn in turns(record["messages"]) for text in (turn.user, turn.assistant)]

@@ -1,0 +1,174 @@
+"""`ifd`: Instruction-Following Difficulty (METHODS.md section 4; Li et al., NAACL 2024 and ACL 2024).
+
+For an answer A to a prompt Q, with the mean per-token losses
+  Lc = mean_i -log p(a_i | prompt(Q), a_<i)      (conditioned pass)
+  Ld = mean_i -log p(a_i | prefix, a_<i)         (direct pass; prefix = BOS when the tokenizer adds one)
+Superfiltering (default) reports exp(Lc) / exp(Ld); Cherry LLM reports Lc / Ld. The answer starts
+where the prompt part, tokenized on its own, ends: a token merged across that boundary (GPT-2's
+"\\n\\n") belongs to the prompt and is not scored. Without BOS (GPT-2) the direct pass cannot
+predict a_1, which is left out of Ld. Truncation cuts the answer's tail, and the direct pass is
+given as many answer tokens as the conditioned pass kept. Multi-turn: one IFD per assistant turn,
+the earlier turns written into the prompt. The two losses per turn are kept as extra columns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from deita_train.data.conversation import turns
+from deita_train.scoring import lm
+from deita_train.scoring.base import Record, Score, Scorer, register_scorer
+
+CHERRY_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+    "\n\n### Instruction:\n{instruction}\n\n### Response:"
+)
+CHERRY_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request."
+    "\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+DEFAULT_MAX_LENGTH = {"superfiltering": 1024, "cherry": 512}
+Convention = Literal["superfiltering", "cherry"]
+
+
+def instruction_prompt(convention: Convention, instruction: str, input_text: str) -> str:
+    """The prompt before the answer: Superfiltering's `{instruction}\\n[{input}\\n]` or Cherry's Alpaca template."""
+    if convention == "superfiltering":
+        return f"{instruction}\n{input_text}\n" if input_text else f"{instruction}\n"
+    template = CHERRY_PROMPT_INPUT if input_text else CHERRY_PROMPT
+    return template.format(instruction=instruction, input=input_text)
+
+
+def direct_prefix(convention: Convention) -> str:
+    """Text before the answer in the direct pass: nothing (Superfiltering), `### Response:` (Cherry)."""
+    return "" if convention == "superfiltering" else "### Response:"
+
+
+def turn_texts(record: Record, convention: Convention) -> list[tuple[str, str]]:
+    """(prompt, answer) per assistant turn; earlier turns, each as prompt + answer + separator, lead the prompt.
+
+    A one-turn record with Alpaca `instruction`/`input` fields uses them, so Cherry's with-input
+    template is exact; otherwise the user message is the instruction. A system message opens the prompt.
+    """
+    record_turns = turns(record["messages"])
+    separator = "\n" if convention == "superfiltering" else "\n\n"
+    if len(record_turns) == 1 and isinstance(record.get("instruction"), str):
+        only = instruction_prompt(convention, record["instruction"], record.get("input") or "")
+        return [(only, record_turns[0].assistant)]
+    context = record_turns[0].system + separator if record_turns and record_turns[0].system else ""
+    texts = []
+    for turn in record_turns:
+        prompt = context + instruction_prompt(convention, turn.user, "")
+        texts.append((prompt, turn.assistant))
+        context = prompt + turn.assistant + separator
+    return texts
+
+
+@dataclass(frozen=True)
+class TurnPasses:
+    """Token ids of one turn's two passes and where each pass's scored span starts."""
+
+    conditioned: list[int]
+    conditioned_start: int
+    direct: list[int]
+    direct_start: int
+    truncated: bool
+
+
+def turn_passes(tokenizer, bos: list[int], prompt: str, answer: str, prefix: str | None,
+                max_length: int) -> TurnPasses | str:
+    """Both passes of one turn (the conditioned one only when `prefix` is None), or the reason it cannot be scored."""
+    start = len(bos) + len(lm.encode(tokenizer, prompt))
+    if start >= max_length:
+        return "prompt fills max_length"
+    whole = bos + lm.encode(tokenizer, prompt + answer)
+    truncated = len(whole) > max_length
+    whole = whole[:max_length]
+    kept = len(whole) - start
+    if kept <= 0:
+        return "empty answer"
+    if prefix is None:
+        return TurnPasses(whole, start, [], 0, truncated)
+    direct_start = len(bos) + len(lm.encode(tokenizer, prefix))
+    direct = bos + lm.encode(tokenizer, prefix + answer)
+    first = max(direct_start, 1)  # with neither BOS nor prefix, a_1 has nothing to be predicted from
+    direct = direct[: first + kept] if truncated else direct[:max_length]
+    if len(direct) <= first:
+        return "answer is one token and the tokenizer adds no BOS"
+    return TurnPasses(whole, start, direct, first, truncated)
+
+
+def record_passes(tokenizer, bos: list[int], record: Record, convention: Convention, max_length: int,
+                  direct: bool = True) -> list[TurnPasses] | str:
+    """Every turn's passes, or the reason of the first turn that cannot be scored (the record then has no value)."""
+    passes = []
+    prefix = direct_prefix(convention) if direct else None
+    for prompt, answer in turn_texts(record, convention):
+        turn = turn_passes(tokenizer, bos, prompt, answer, prefix, max_length)
+        if isinstance(turn, str):
+            return turn
+        passes.append(turn)
+    return passes
+
+
+@dataclass
+class IFDScorerConfig(lm.ModelScorerConfig):
+    convention: Convention = field(
+        default="superfiltering",
+        metadata={"help": "`superfiltering`: exp(Lc)/exp(Ld), plain prompts; `cherry`: Lc/Ld, Alpaca prompts."},
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Tokens per pass; defaults to the convention's (1024 / 512)."}
+    )
+
+
+def mean_loss(losses) -> float:
+    return float(losses.double().mean())
+
+
+@register_scorer("ifd")
+class IFDScorer(Scorer):
+    """One IFD per assistant turn, with `loss_cond` and `loss_direct` (mean losses per turn) kept beside it."""
+
+    config_class = IFDScorerConfig
+    per_turn = True
+
+    def models(self) -> list[str]:
+        return [lm.model_name(self.config, self.context)]
+
+    def load(self) -> None:
+        self.tokenizer = lm.load_tokenizer(self.config, self.context)
+        self.model = lm.load_model(self.config, self.context)
+        self.bos = lm.bos_prefix(self.tokenizer)
+        self.max_length = self.config.max_length or DEFAULT_MAX_LENGTH[self.config.convention]
+
+    def close(self) -> None:
+        del self.model, self.tokenizer
+
+    def losses(self, sequences: list[list[int]], starts: list[int]):
+        return lm.token_losses(self.model, sequences, starts, lm.pad_id(self.tokenizer), self.config.batch_tokens,
+                               self.config.max_batch_size)
+
+    def score_batch(self, batch: list[Record]) -> list[Score]:
+        prepared = [record_passes(self.tokenizer, self.bos, r, self.config.convention, self.max_length) for r in batch]
+        flat = [turn for passes in prepared if not isinstance(passes, str) for turn in passes]
+        conditioned = self.losses([t.conditioned for t in flat], [t.conditioned_start for t in flat])
+        direct = self.losses([t.direct for t in flat], [t.direct_start for t in flat])
+        scores, position = [], 0
+        for passes in prepared:
+            if isinstance(passes, str):
+                scores.append(Score.unscorable(passes))
+                continue
+            lc = [mean_loss(conditioned[position + k]) for k in range(len(passes))]
+            ld = [mean_loss(direct[position + k]) for k in range(len(passes))]
+            position += len(passes)
+            if self.config.convention == "superfiltering":
+                value = [math.exp(c) / math.exp(d) for c, d in zip(lc, ld, strict=True)]
+            else:
+                value = [c / d for c, d in zip(lc, ld, strict=True)]
+            scores.append(Score(value=value, truncated=any(t.truncated for t in passes),
+                                extras={"loss_cond": lc, "loss_direct": ld}))
+        return scores

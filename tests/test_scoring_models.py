@@ -1,0 +1,98 @@
+"""Reward and embedding scorers: the value one sample at a time, computed independently, and batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scoring_fixtures import assert_batched_equals_single, make_scorer, mixed_records, record
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig
+
+from deita_train.training.chat_templates import VICUNA_SYSTEM
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory, tiny_model):
+    """A random one-head Llama reward model with the tiny tokenizer (ChatML template, distinct pad id)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    path = tmp_path_factory.mktemp("tiny-reward")
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_reward_is_the_models_logit_on_its_chat_template(tiny_reward_model):
+    scorer = make_scorer("reward", tiny_reward_model)
+    rec = record(0, [("What is 2+2?", "4.")])
+    (score,) = scorer.score_batch([rec])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model, dtype=torch.float32)
+    text = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4.<|im_end|>\n"
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = float(model(input_ids=ids).logits[0, 0])
+    assert isinstance(score.value, float) and score.value == pytest.approx(expected, abs=1e-5)
+
+
+def test_reward_batched_equals_one_at_a_time(tiny_reward_model):
+    assert_batched_equals_single(make_scorer("reward", tiny_reward_model, batch_tokens=200), mixed_records())
+
+
+def test_reward_truncation_is_counted(tiny_reward_model):
+    (score,) = make_scorer("reward", tiny_reward_model, max_length=16).score_batch([record(0, [("a " * 40, "b")])])
+    assert score.truncated and score.value is not None
+
+
+def test_last_token_embedding_is_final_hidden_state_of_vicuna_rendering(tiny_model):
+    scorer = make_scorer("embedding", tiny_model)
+    turns = [("Hi", "Hello!"), ("Bye", "Goodbye.")]
+    (score,) = scorer.score_batch([record(0, turns)])
+    text = f"<s>{VICUNA_SYSTEM} USER: Hi ASSISTANT: Hello!</s>USER: Bye ASSISTANT: Goodbye.</s>"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert ids[0, 0] == tokenizer.bos_token_id and ids[0, -1] == tokenizer.eos_token_id
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
+    assert score.value.dtype == np.float32 and score.value.shape == (64,)
+    np.testing.assert_allclose(score.value, hidden[-1].numpy(), atol=1e-5)  # not normalized
+    (mean,) = make_scorer("embedding", tiny_model, pooling="mean").score_batch([record(0, turns)])
+    np.testing.assert_allclose(mean.value, hidden.mean(dim=0).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["last_token", "mean"])
+def test_embedding_batched_equals_one_at_a_time(tiny_model, pooling):
+    assert_batched_equals_single(make_scorer("embedding", tiny_model, pooling=pooling, batch_tokens=300),
+                                 mixed_records())
+
+
+def test_embedding_float16_storage_and_truncation(tiny_model):
+    scorer = make_scorer("embedding", tiny_model, storage_dtype="float16", max_length=20)
+    (score,) = scorer.score_batch([record(0, [("long " * 50, "answer")])])
+    assert score.value.dtype == np.float16 and score.truncated
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_model(tmp_path_factory, tiny_model):
+    """A sentence-transformers model (tiny Llama encoder, mean pooling, normalization) saved locally."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    encoder = Transformer(str(tiny_model), max_seq_length=64)
+    model = SentenceTransformer(modules=[encoder, Pooling(encoder.get_embedding_dimension(), "mean"), Normalize()])
+    path = tmp_path_factory.mktemp("tiny-st")
+    model.save(str(path))
+    return path
+
+
+def test_sentence_transformers_backend_normalized_and_batched(tiny_sentence_model):
+    scorer = make_scorer("embedding", tiny_sentence_model, backend="sentence_transformers", max_batch_size=4)
+    records = mixed_records()
+    scores = scorer.score_batch(records)
+    norms = np.linalg.norm(np.stack([s.value for s in scores]), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    assert_batched_equals_single(scorer, records)
