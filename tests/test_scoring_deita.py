@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scoring_fixtures import (
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from deita_train.scoring.deita import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE, digit_ids, expected_digit
+
+from .scoring_fixtures import (
     assert_batched_equals_single,
     gpt2_model,  # noqa: F401  (fixture)
     make_scorer,
@@ -12,9 +16,6 @@ from scoring_fixtures import (
     record,
     reference_next_logits,
 )
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from deita_train.scoring.deita import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE, digit_ids, expected_digit
 
 # Typed out from METHODS.md, not imported: the templates must stay character-exact.
 COMPLEXITY = ("You are a helpful assistant. Please identify the complexity score of the following user query. \n"

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_from_disk
-from scoring_fixtures import mixed_records, record
 
 from deita_train.scoring import SCORERS, ScoringContext
 from deita_train.scoring.engine import score_pool
 from deita_train.scoring.ifd import IFDScorer
+
+from .scoring_fixtures import mixed_records, record
 
 
 def pool() -> Dataset:

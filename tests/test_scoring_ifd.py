@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
-from scoring_fixtures import (
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .scoring_fixtures import (
     alpaca,
     assert_batched_equals_single,
     gpt2_model,  # noqa: F401  (fixture)
@@ -15,7 +17,6 @@ from scoring_fixtures import (
     record,
     reference_mean_loss,
 )
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 CHERRY_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
                 "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scoring_fixtures import assert_batched_equals_single, make_scorer, mixed_records, record
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig
 
 from deita_train.training.chat_templates import VICUNA_SYSTEM
+
+from .scoring_fixtures import assert_batched_equals_single, make_scorer, mixed_records, record
 
 
 @pytest.fixture(scope="session")
