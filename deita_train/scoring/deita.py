@@ -31,6 +31,8 @@ DIGITS = ("1", "2", "3", "4", "5", "6")
 
 @dataclass
 class DeitaScorerConfig(lm.ModelScorerConfig):
+    """`deita_complexity` / `deita_quality` options (METHODS.md section 2)."""
+
     max_length: int = field(
         default=2048, metadata={"help": "Prompt tokens (BOS included); longer turn text is cut to fit, and counted."}
     )

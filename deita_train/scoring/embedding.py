@@ -23,6 +23,8 @@ from deita_train.training.chat_templates import VICUNA_V11
 
 @dataclass
 class EmbeddingScorerConfig(lm.ModelScorerConfig):
+    """`embedding` options (METHODS.md section 3)."""
+
     backend: Literal["transformers", "sentence_transformers"] = field(
         default="transformers", metadata={"help": "A causal LM (`transformers`) or a sentence-transformers model."}
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
@@ -105,7 +106,12 @@ def run_shards(scorer: Scorer, column: str, records: list[Record], todo: list[Sh
     try:
         for shard in todo:
             batch = [records[i] for i in shard.positions]
-            scores = scorer.score_batch(batch)
+            try:
+                scores = scorer.score_batch(batch)
+            except Exception as error:
+                error.add_note(f"score.{column} ({scorer.name}): while scoring the shard of records with ids "
+                               f"{[r['id'] for r in batch[:8]]}{' ...' if len(batch) > 8 else ''}")
+                raise
             if len(scores) != len(batch):
                 raise RuntimeError(f"scorer {scorer.name} returned {len(scores)} scores for {len(batch)} records")
             store.write(shard.key, shard_table([r["id"] for r in batch], scores, scorer.per_turn),
@@ -114,6 +120,8 @@ def run_shards(scorer: Scorer, column: str, records: list[Record], todo: list[Sh
     finally:
         scorer.close()
         progress.close()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # hand the freed scorer's memory back before the next scorer or training
 
 
 def value_array(values: list[Any], per_turn: bool) -> pa.Array:

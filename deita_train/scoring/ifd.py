@@ -116,6 +116,8 @@ def record_passes(tokenizer, bos: list[int], record: Record, convention: Convent
 
 @dataclass
 class IFDScorerConfig(lm.ModelScorerConfig):
+    """`ifd` options (METHODS.md section 4)."""
+
     convention: Convention = field(
         default="superfiltering",
         metadata={"help": "`superfiltering`: exp(Lc)/exp(Ld), plain prompts; `cherry`: Lc/Ld, Alpaca prompts."},
@@ -126,6 +128,7 @@ class IFDScorerConfig(lm.ModelScorerConfig):
 
 
 def mean_loss(losses) -> float:
+    """Mean of a turn's per-token losses, in float64."""
     return float(losses.double().mean())
 
 

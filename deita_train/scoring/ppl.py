@@ -16,6 +16,8 @@ from deita_train.scoring.ifd import DEFAULT_MAX_LENGTH, Convention, mean_loss, r
 
 @dataclass
 class PerplexityScorerConfig(lm.ModelScorerConfig):
+    """`ppl` options: the prompt convention and the pass length."""
+
     convention: Convention = field(
         default="superfiltering",
         metadata={"help": "How the context is written: `superfiltering` (plain) or `cherry` (Alpaca template)."},

@@ -19,6 +19,8 @@ from deita_train.scoring.batching import right_pad, token_batches
 
 @dataclass
 class RewardScorerConfig(lm.ModelScorerConfig):
+    """`reward` options."""
+
     max_length: int = field(
         default=4096, metadata={"help": "Tokens read per conversation; longer ones are cut at the end and counted."}
     )
