@@ -14,6 +14,7 @@ the earlier turns written into the prompt. The two losses per turn are kept as e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -115,16 +116,22 @@ def record_passes(tokenizer, bos: list[int], record: Record, convention: Convent
 
 
 @dataclass
-class IFDScorerConfig(lm.ModelScorerConfig):
-    """`ifd` options (METHODS.md section 4)."""
+class TurnLossConfig(lm.ModelScorerConfig):
+    """Options of the scorers built on per-turn answer losses (`ifd`, `ppl`)."""
 
     convention: Convention = field(
         default="superfiltering",
-        metadata={"help": "`superfiltering`: exp(Lc)/exp(Ld), plain prompts; `cherry`: Lc/Ld, Alpaca prompts."},
+        metadata={"help": "`superfiltering`: plain prompts (ifd = exp(Lc)/exp(Ld)); "
+                  "`cherry`: Alpaca prompts (ifd = Lc/Ld)."},
     )
     max_length: int | None = field(
         default=None, metadata={"help": "Tokens per pass; defaults to the convention's (1024 / 512)."}
     )
+
+
+@dataclass
+class IFDScorerConfig(TurnLossConfig):
+    """`ifd` options (METHODS.md section 4)."""
 
 
 def mean_loss(losses) -> float:
@@ -132,11 +139,10 @@ def mean_loss(losses) -> float:
     return float(losses.double().mean())
 
 
-@register_scorer("ifd")
-class IFDScorer(Scorer):
-    """One IFD per assistant turn, with `loss_cond` and `loss_direct` (mean losses per turn) kept beside it."""
+class TurnLossScorer(Scorer):
+    """Loads one causal LM and turns each record's passes (`record_passes`) into mean answer-token losses."""
 
-    config_class = IFDScorerConfig
+    config_class = TurnLossConfig
     per_turn = True
 
     def models(self) -> list[str]:
@@ -151,23 +157,38 @@ class IFDScorer(Scorer):
     def close(self) -> None:
         del self.model, self.tokenizer
 
-    def losses(self, sequences: list[list[int]], starts: list[int]):
-        return lm.token_losses(self.model, sequences, starts, lm.pad_id(self.tokenizer), self.config.batch_tokens,
-                               self.config.max_batch_size)
+    def prepare(self, batch: list[Record], direct: bool) -> list[list[TurnPasses] | str]:
+        """Every record's passes, or the reason it cannot be scored."""
+        return [record_passes(self.tokenizer, self.bos, r, self.config.convention, self.max_length, direct)
+                for r in batch]
+
+    def mean_losses(
+        self, prepared: list[list[TurnPasses] | str], part: Callable[[TurnPasses], tuple[list[int], int]]
+    ) -> list[list[float] | None]:
+        """One batched pass over every scorable turn's `part` (tokens, first scored position); per record, the
+        mean loss of each turn (None for an unscorable record)."""
+        parts = [part(t) for p in prepared if not isinstance(p, str) for t in p]
+        losses = lm.token_losses(self.model, [ids for ids, _ in parts], [start for _, start in parts],
+                                 lm.pad_id(self.tokenizer), self.config.batch_tokens, self.config.max_batch_size)
+        means = iter(mean_loss(turn) for turn in losses)
+        return [None if isinstance(p, str) else [next(means) for _ in p] for p in prepared]
+
+
+@register_scorer("ifd")
+class IFDScorer(TurnLossScorer):
+    """One IFD per assistant turn, with `loss_cond` and `loss_direct` (mean losses per turn) kept beside it."""
+
+    config_class = IFDScorerConfig
 
     def score_batch(self, batch: list[Record]) -> list[Score]:
-        prepared = [record_passes(self.tokenizer, self.bos, r, self.config.convention, self.max_length) for r in batch]
-        flat = [turn for passes in prepared if not isinstance(passes, str) for turn in passes]
-        conditioned = self.losses([t.conditioned for t in flat], [t.conditioned_start for t in flat])
-        direct = self.losses([t.direct for t in flat], [t.direct_start for t in flat])
-        scores, position = [], 0
-        for passes in prepared:
+        prepared = self.prepare(batch, direct=True)
+        conditioned = self.mean_losses(prepared, lambda t: (t.conditioned, t.conditioned_start))
+        direct = self.mean_losses(prepared, lambda t: (t.direct, t.direct_start))
+        scores = []
+        for passes, lc, ld in zip(prepared, conditioned, direct, strict=True):
             if isinstance(passes, str):
                 scores.append(Score.unscorable(passes))
                 continue
-            lc = [mean_loss(conditioned[position + k]) for k in range(len(passes))]
-            ld = [mean_loss(direct[position + k]) for k in range(len(passes))]
-            position += len(passes)
             if self.config.convention == "superfiltering":
                 value = [math.exp(c) / math.exp(d) for c, d in zip(lc, ld, strict=True)]
             else:
