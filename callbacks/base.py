@@ -15,7 +15,7 @@ from datasets import Dataset, load_from_disk
 from transformers import TrainerCallback
 
 from deita_train.recipe.errors import RecipeError
-from deita_train.recipe.strict import build
+from deita_train.recipe.strict import build_registered
 from deita_train.registry import Registry
 
 
@@ -81,21 +81,8 @@ def parse_callbacks(data: Any, problems: list[str], key: str = "callbacks") -> l
     if not isinstance(data, list):
         problems.append(f"{key}: expected a list of mappings like {{name: score_logger}}, got {type(data).__name__}")
         return []
-    configs = []
-    for i, entry in enumerate(data):
-        entry_key = f"{key}.{i}"
-        if not isinstance(entry, dict) or "name" not in entry:
-            problems.append(f"{entry_key}: expected a mapping with a `name` (one of {', '.join(CALLBACKS.names())})")
-            continue
-        try:
-            callback_class = CALLBACKS.get(entry["name"], f"{entry_key}.name")
-        except RecipeError as error:
-            problems.extend(error.problems)
-            continue
-        config = build(callback_class.config_class, entry, entry_key, problems)
-        if config is not None:
-            configs.append(config)
-    return configs
+    configs = [build_registered(CALLBACKS, entry, f"{key}.{i}", "name", problems) for i, entry in enumerate(data)]
+    return [config for config in configs if config is not None]
 
 
 def instantiate_callbacks(configs: list[CallbackConfig], context: CallbackContext) -> list[TrainerCallback]:

@@ -16,7 +16,7 @@ import yaml
 from deita_train.callbacks import parse_callbacks
 from deita_train.recipe.errors import RecipeError
 from deita_train.recipe.schema import DPOStage, ModelConfig, PeftSection, Recipe, SFTStage, SourceConfig
-from deita_train.recipe.strict import build, convert
+from deita_train.recipe.strict import build, build_registered, convert
 from deita_train.registry import did_you_mean
 
 SECTIONS = ("extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo", "peft", "callbacks")
@@ -149,19 +149,9 @@ def parse_score(data: Any, problems: list[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         problems.append(f"score: expected a mapping from column name to scorer, got {data!r}")
         return {}
-    configs = {}
-    for column, spec in data.items():
-        key = f"score.{column}"
-        if not isinstance(spec, dict) or "type" not in spec:
-            problems.append(f"{key}: expected a mapping with `type` (one of {', '.join(SCORERS.names())})")
-            continue
-        try:
-            scorer = SCORERS.get(spec["type"], f"{key}.type")
-        except RecipeError as error:
-            problems += error.problems
-            continue
-        configs[column] = build(scorer.config_class, spec, key, problems)
-    return configs
+    return {
+        column: build_registered(SCORERS, spec, f"score.{column}", "type", problems) for column, spec in data.items()
+    }
 
 
 def parse_select(data: Any, problems: list[str]) -> Any:

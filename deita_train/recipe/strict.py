@@ -13,7 +13,7 @@ import typing
 from typing import Any, Literal, Union
 
 from deita_train.recipe.errors import RecipeError
-from deita_train.registry import did_you_mean
+from deita_train.registry import Registry, did_you_mean
 
 
 def build(cls: type, data: Any, key: str, problems: list[str]) -> Any:
@@ -44,6 +44,23 @@ def build(cls: type, data: Any, key: str, problems: list[str]) -> Any:
     except RecipeError as error:  # a config's own check of contradictory options
         problems += [p if p.startswith(key) else f"{key}: {p}" for p in error.problems]
         return None
+
+
+def build_registered(registry: Registry, spec: Any, key: str, name_key: str, problems: list[str]) -> Any:
+    """The config of a `{<name_key>: <registered name>, ...options}` entry, typed by that class's `config_class`.
+
+    Returns None (with the problems recorded) when the entry is not such a mapping, names no registered
+    class, or has bad options.
+    """
+    if not isinstance(spec, dict) or name_key not in spec:
+        problems.append(f"{key}: expected a mapping with `{name_key}` (one of {', '.join(registry.names())})")
+        return None
+    try:
+        chosen = registry.get(spec[name_key], f"{key}.{name_key}")
+    except RecipeError as error:
+        problems += error.problems
+        return None
+    return build(chosen.config_class, spec, key, problems)
 
 
 def convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
