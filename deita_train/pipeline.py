@@ -5,6 +5,7 @@ reading what the stage before it wrote under `output_dir`.
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ class Run:
         self.out = recipe.output_dir
         self.report: dict[str, Any] = {}
 
+    @cached_property
     def pool(self) -> Dataset:
+        """The pool as loaded from its sources: read once per run, however many stages use it."""
         pool, data_report = load_sources(self.recipe.pool, self.recipe.seed)
         self.report["pool"] = {"rows": len(pool), **data_report.to_dict()}
         return pool
@@ -42,7 +45,7 @@ class Run:
             trust_remote_code=model.trust_remote_code if model else False,
             seed=self.recipe.seed,
         )
-        scored, stats = score_pool(self.pool(), self.recipe.score, context, self.out / "scored")
+        scored, stats = score_pool(self.pool, self.recipe.score, context, self.out / "scored")
         self.report["score"] = stats
         logger.info("scored %d rows -> %s", len(scored), self.out / "scored")
         return scored
@@ -50,7 +53,7 @@ class Run:
     def scored(self) -> Dataset:
         """What selection starts from: `scored/` when the recipe scores, else the pool as loaded."""
         if not self.recipe.score:
-            return self.pool()
+            return self.pool
         if not (self.out / "scored").is_dir():
             raise FileNotFoundError(f"{self.out / 'scored'} does not exist: run `deita-train score` first")
         return load_from_disk(str(self.out / "scored"))
@@ -66,7 +69,7 @@ class Run:
     def selected(self) -> Dataset:
         """What SFT trains on: `selected/` when the recipe selects, else the pool."""
         if self.recipe.select is None:
-            return self.pool()
+            return self.pool
         if not (self.out / "selected").is_dir():
             raise FileNotFoundError(f"{self.out / 'selected'} does not exist: run `deita-train select` first")
         return load_from_disk(str(self.out / "selected"))

@@ -9,6 +9,7 @@ template) and counted; nothing is ever scored 3.0 by default (the reference's si
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -78,8 +79,9 @@ class DeitaScorer(Scorer):
     per_turn = True
     template: ClassVar[str]
 
+    @abstractmethod
     def fields(self, turn: Turn) -> dict[str, str]:
-        raise NotImplementedError
+        """The template's fields for one turn."""
 
     def models(self) -> list[str]:
         return [lm.model_name(self.config, self.context)]
