@@ -87,13 +87,12 @@ def test_changed_config_invalidates_only_its_cache(tiny_model, tmp_path):
 
 
 SCRIPT = """
-import sys, json
+import sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-from test_scoring_engine import run
+from tests.test_scoring_engine import run
 from accelerate import PartialState
 scored, stats = run(Path(sys.argv[1]), Path(sys.argv[2]))
-print(f"process {{PartialState().process_index}} of {{PartialState().num_processes}}: {{len(scored)}} rows")
+print(f"process {PartialState().process_index} of {PartialState().num_processes}: {len(scored)} rows")
 """
 
 
@@ -101,7 +100,7 @@ print(f"process {{PartialState().process_index}} of {{PartialState().num_process
 def test_two_processes_write_the_same_scored_as_one(tiny_model, tmp_path):
     single, _ = run(tiny_model, tmp_path / "one")
     script = tmp_path / "score.py"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(SCRIPT)
     env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
