@@ -16,7 +16,7 @@ from datasets import Dataset, load_from_disk
 from deita_train.data.sources import load_sources
 from deita_train.recipe.schema import ModelConfig, Recipe
 from deita_train.scoring.base import ScoringContext
-from deita_train.storage import write_json
+from deita_train.storage import write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,16 @@ class Run:
         return load_from_disk(str(self.out / "scored"))
 
     def select(self, scored: Dataset) -> Dataset:
+        from deita_train.selection.publish import dataset_card, push_selected
         from deita_train.selection.runner import select
 
         selected, summary = select(scored, self.recipe.select, self.recipe.seed, self.out)
         self.report["select"] = summary
+        card = dataset_card(self.recipe, summary)
+        write_text(self.out / "report" / "dataset_card.md", str(card))
+        if self.recipe.hub is not None:
+            push_selected(selected, card, self.recipe.hub)
+            logger.info("pushed the selected rows to the hub dataset %s", self.recipe.hub.dataset_id)
         logger.info("selected %d of %d rows -> %s", len(selected), len(scored), self.out / "selected")
         return selected
 
@@ -76,8 +82,10 @@ class Run:
 
     def sft(self, conversations: Dataset) -> None:
         from deita_train.callbacks import CallbackContext, instantiate_callbacks
+        from deita_train.training.eval_data import hold_out
         from deita_train.training.sft import train_sft
 
+        conversations, evaluation, eval_report = hold_out(conversations, self.recipe.sft, "sft", self.recipe.seed)
         context = CallbackContext(
             output_dir=self.out,
             pool=self.scored() if self.recipe.pool else None,
@@ -88,12 +96,13 @@ class Run:
         callbacks = instantiate_callbacks(self.recipe.callbacks, context)
         trainer = train_sft(
             conversations, self.recipe.model, self.recipe.sft, self.out / "sft", self.recipe.seed, callbacks,
-            self.recipe.peft,
+            self.recipe.peft, evaluation,
         )
-        self.report["sft"] = {"rows": len(conversations), "global_step": trainer.state.global_step}
+        self.report["sft"] = {"rows": len(conversations), "global_step": trainer.state.global_step, **eval_report}
 
     def dpo(self) -> None:
         from deita_train.training.dpo import train_dpo
+        from deita_train.training.eval_data import hold_out
 
         stage = self.recipe.dpo
         if stage.model is not None:
@@ -105,10 +114,12 @@ class Run:
         model_config = self.recipe.model or ModelConfig(name_or_path=start_from)
         preferences, data_report = load_sources(stage.dataset, self.recipe.seed, preference=True)
         self.report["dpo_data"] = {"rows": len(preferences), **data_report.to_dict()}
+        preferences, evaluation, eval_report = hold_out(preferences, stage, "dpo", self.recipe.seed, preference=True)
         trainer = train_dpo(
-            preferences, model_config, stage, start_from, self.out / "dpo", self.recipe.seed, peft=self.recipe.peft
+            preferences, model_config, stage, start_from, self.out / "dpo", self.recipe.seed, peft=self.recipe.peft,
+            eval_dataset=evaluation,
         )
-        self.report["dpo"] = {"start_from": start_from, "global_step": trainer.state.global_step}
+        self.report["dpo"] = {"start_from": start_from, "global_step": trainer.state.global_step, **eval_report}
 
     def write_report(self) -> Path:
         path = self.out / "report" / "run.json"

@@ -14,10 +14,15 @@ from datasets import Dataset
 
 def write_json(path: Path, data: Any) -> None:
     """Write `data` as indented JSON through a temporary file renamed into place."""
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` through a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.write("\n")
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
+                                     encoding="utf-8") as handle:
+        handle.write(text)
     os.replace(handle.name, path)
 
 

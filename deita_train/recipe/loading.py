@@ -15,16 +15,28 @@ import yaml
 
 from deita_train.callbacks import parse_callbacks
 from deita_train.recipe.errors import RecipeError
-from deita_train.recipe.schema import DPOStage, ModelConfig, PeftSection, Recipe, SFTStage, SourceConfig
+from deita_train.recipe.schema import (
+    DPOStage,
+    EvalData,
+    HubSection,
+    ModelConfig,
+    PeftSection,
+    Recipe,
+    SFTStage,
+    SourceConfig,
+)
 from deita_train.recipe.strict import build, build_registered, convert
 from deita_train.registry import did_you_mean
 
-SECTIONS = ("extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo", "peft", "callbacks")
+SECTIONS = (
+    "extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo", "peft", "hub", "callbacks",
+)
 # Keys of the TRL configs that the recipe sets itself.
 RESERVED_TRAINER_KEYS = {"output_dir": "set from the recipe's output_dir (<output_dir>/sft or /dpo)"}
 # TrainingArguments types it `str | None`, but Trainer.train takes True (the last checkpoint in output_dir).
 TRAINER_KEY_TYPES = {"resume_from_checkpoint": bool | str | None}
-DPO_OWN_KEYS = ("dataset", "model")
+EVAL_KEYS = ("eval_dataset", "eval_split")
+DPO_OWN_KEYS = ("dataset", "model", *EVAL_KEYS)
 
 
 def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
@@ -117,10 +129,11 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
     pool = convert(data.get("pool", []), list[SourceConfig], "pool", problems)
     score = parse_score(data.get("score") or {}, problems)
     select = parse_select(data["select"], problems) if "select" in data else None
-    sft = SFTStage(parse_trainer_args(data["sft"] or {}, "sft", (), problems)) if "sft" in data else None
+    sft = parse_sft(data["sft"] or {}, problems) if "sft" in data else None
     dpo = parse_dpo(data["dpo"] or {}, problems) if "dpo" in data else None
     callbacks = parse_callbacks(data.get("callbacks") or [], problems)
     peft = build(PeftSection, data["peft"] or {}, "peft", problems) if "peft" in data else None
+    hub = build(HubSection, data["hub"] or {}, "hub", problems) if "hub" in data else None
     recipe = Recipe(
         output_dir=Path(str(data.get("output_dir", ""))),
         seed=seed,
@@ -131,6 +144,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
         sft=sft,
         dpo=dpo,
         peft=peft,
+        hub=hub,
         callbacks=callbacks,
         raw=data,
     )
@@ -173,7 +187,16 @@ def parse_select(data: Any, problems: list[str]) -> Any:
     return SelectConfig(strategy=data["strategy"], options=options, filters=filters or [], raw=data)
 
 
+def parse_sft(data: Any, problems: list[str]) -> SFTStage | None:
+    """`sft:` is TRL `SFTConfig` fields plus the stage's eval data."""
+    if not isinstance(data, dict):
+        problems.append(f"sft: expected a mapping of trl.SFTConfig fields, got {data!r}")
+        return None
+    return SFTStage(**parse_eval_data(data, "sft", problems), args=parse_trainer_args(data, "sft", EVAL_KEYS, problems))
+
+
 def parse_dpo(data: Any, problems: list[str]) -> DPOStage | None:
+    """`dpo:` is the preference `dataset`, an optional start `model`, the eval data and TRL `DPOConfig` fields."""
     if not isinstance(data, dict):
         problems.append(f"dpo: expected a mapping, got {data!r}")
         return None
@@ -182,7 +205,18 @@ def parse_dpo(data: Any, problems: list[str]) -> DPOStage | None:
         problems.append("dpo.dataset: required: a list of preference sources (prompt/chosen/rejected)")
     model = convert(data.get("model"), str | None, "dpo.model", problems)
     args = parse_trainer_args(data, "dpo", DPO_OWN_KEYS, problems)
-    return DPOStage(dataset=dataset or [], model=model, args=args)
+    return DPOStage(**parse_eval_data(data, "dpo", problems), dataset=dataset or [], model=model, args=args)
+
+
+def parse_eval_data(data: dict[str, Any], section: str, problems: list[str]) -> dict[str, Any]:
+    """`eval_dataset` (sources) and `eval_split` (a fraction in (0, 1) or a row count) of a training stage."""
+    eval_dataset = convert(data.get("eval_dataset", []), list[SourceConfig], f"{section}.eval_dataset", problems)
+    split = convert(data.get("eval_split"), int | float | None, f"{section}.eval_split", problems)
+    if isinstance(split, float) and not 0 < split < 1 or isinstance(split, int) and split < 1:
+        problems.append(f"{section}.eval_split: a fraction in (0, 1) or a row count >= 1, got {split}")
+    if eval_dataset and split is not None:
+        problems.append(f"{section}: set eval_dataset or eval_split, not both")
+    return {"eval_dataset": eval_dataset or [], "eval_split": split}
 
 
 def parse_trainer_args(data: Any, section: str, own_keys: tuple[str, ...], problems: list[str]) -> dict[str, Any]:
@@ -229,12 +263,30 @@ def check_consistency(recipe: Recipe) -> list[str]:
         if recipe.model.chat_template not in TEMPLATE_NAMES:
             hint = did_you_mean(recipe.model.chat_template, TEMPLATE_NAMES)
             problems.append(f"model.chat_template: unknown template{hint}")
+    problems += training_problems(recipe)
+    if recipe.hub is not None and recipe.select is None:
+        problems.append("hub.dataset_id: pushes the selected dataset, but the recipe has no select stage")
     for key, source in iter_sources(recipe):
         chosen = [name for name in ("limit", "sample", "fraction") if getattr(source, name) is not None]
         if len(chosen) > 1:
             problems.append(f"{key}: set one of limit, sample, fraction, not {' and '.join(chosen)}")
         if source.fraction is not None and not 0 < source.fraction <= 1:
             problems.append(f"{key}.fraction: must be in (0, 1], got {source.fraction}")
+    return problems
+
+
+def training_problems(recipe: Recipe) -> list[str]:
+    """Training features whose preconditions the recipe does not meet (packing, Liger, evaluation)."""
+    from deita_train.training.preconditions import eval_problems, liger_problems, packing_problems
+
+    attn = recipe.model.attn_implementation if recipe.model else None
+    problems = []
+    for section, stage in (("sft", recipe.sft), ("dpo", recipe.dpo)):
+        if stage is None:
+            continue
+        problems += packing_problems(section, stage.args, attn)
+        problems += liger_problems(section, stage.args)
+        problems += eval_problems(section, stage.args, stage.has_eval_data)
     return problems
 
 
@@ -255,6 +307,10 @@ def check_paths(recipe: Recipe) -> list[str]:
 
 
 def iter_sources(recipe: Recipe):
+    """(key, source) for every data source the recipe reads."""
     yield from ((f"pool.{i}", s) for i, s in enumerate(recipe.pool))
     if recipe.dpo is not None:
         yield from ((f"dpo.dataset.{i}", s) for i, s in enumerate(recipe.dpo.dataset))
+    for section, stage in (("sft", recipe.sft), ("dpo", recipe.dpo)):
+        if isinstance(stage, EvalData):
+            yield from ((f"{section}.eval_dataset.{i}", s) for i, s in enumerate(stage.eval_dataset))

@@ -71,19 +71,39 @@ class PeftSection:
 
 
 @dataclass
-class SFTStage:
-    """`sft:` — TRL `SFTConfig` fields, passed straight to `SFTConfig(**args)`."""
+class EvalData:
+    """A stage's held-out data: `eval_dataset` sources, or `eval_split` rows held out of its train rows."""
+
+    eval_dataset: list[SourceConfig] = field(default_factory=list)
+    eval_split: int | float | None = None  # a fraction in (0, 1) or a row count, drawn with the recipe seed
+
+    @property
+    def has_eval_data(self) -> bool:
+        return bool(self.eval_dataset) or self.eval_split is not None
+
+
+@dataclass
+class SFTStage(EvalData):
+    """`sft:` — TRL `SFTConfig` fields, passed straight to `SFTConfig(**args)`, and the stage's eval data."""
 
     args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class DPOStage:
-    """`dpo:` — a preference `dataset` and TRL `DPOConfig` fields."""
+class DPOStage(EvalData):
+    """`dpo:` — a preference `dataset`, its eval data, and TRL `DPOConfig` fields."""
 
     dataset: list[SourceConfig] = field(default_factory=list)
     model: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HubSection:
+    """`hub:` — push the selected dataset, with a dataset card recording the selection (models: `sft.push_to_hub`)."""
+
+    dataset_id: str = field(metadata={"help": "Hub repo id for the selected dataset, e.g. `me/deita-6k`."})
+    private: bool = field(default=True, metadata={"help": "Create the dataset repo as private."})
 
 
 @dataclass
@@ -99,6 +119,7 @@ class Recipe:
     sft: SFTStage | None = None
     dpo: DPOStage | None = None
     peft: PeftSection | None = None
+    hub: HubSection | None = None
     callbacks: list[Any] = field(default_factory=list)  # deita_train.callbacks configs, in recipe order
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved YAML, for printing
 

@@ -12,7 +12,7 @@ from deita_train.recipe.schema import DPOStage, ModelConfig, PeftSection
 from deita_train.training.chat_templates import apply_chat_template
 from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config
-from deita_train.training.sft import finish, split_resume
+from deita_train.training.sft import finish, refuse_unmet, split_resume
 
 DPO_DEFAULTS = {"report_to": "none"}
 
@@ -26,6 +26,7 @@ def train_dpo(
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
     peft: PeftSection | None = None,
+    eval_dataset: Dataset | None = None,
 ) -> DPOTrainer:
     """Train `start_from` (the SFT output, or a model) with DPO; TRL makes the frozen reference copy."""
     fields, resume = split_resume(DPO_DEFAULTS | stage.args)
@@ -33,10 +34,14 @@ def train_dpo(
     tokenizer = load_tokenizer(start_from, model_config.trust_remote_code)
     if not tokenizer.chat_template or model_config.chat_template != "model":
         tokenizer = apply_chat_template(tokenizer, model_config.chat_template)
+    model = load_causal_lm(model_config, start_from, quantization_config(peft) if peft else None)
+    refuse_unmet("dpo", fields, model)
+    columns = ["prompt", "chosen", "rejected"]
     trainer = DPOTrainer(
-        model=load_causal_lm(model_config, start_from, quantization_config(peft) if peft else None),
+        model=model,
         args=args,
-        train_dataset=preferences.select_columns(["prompt", "chosen", "rejected"]),
+        train_dataset=preferences.select_columns(columns),
+        eval_dataset=eval_dataset.select_columns(columns) if eval_dataset is not None else None,
         processing_class=tokenizer,
         callbacks=callbacks,
         peft_config=lora_config(peft) if peft else None,

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from deita_train.recipe.schema import ModelConfig, PeftSection, SFTStage
 from deita_train.training.chat_templates import apply_chat_template
 from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config, save_adapter
+from deita_train.training.preconditions import liger_problems, packing_problems
 
 # Defaults where deita-train differs from TRL: Deita-7B trains on assistant tokens only (METHODS.md 6).
 SFT_DEFAULTS = {"assistant_only_loss": True, "report_to": "none"}
@@ -32,17 +33,22 @@ def train_sft(
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
     peft: PeftSection | None = None,
+    eval_dataset: Dataset | None = None,
 ) -> SFTTrainer:
-    """Train on the `messages` column of `conversations`; the final model and tokenizer go to `output_dir`."""
+    """Train on the `messages` column of `conversations` (evaluating on `eval_dataset`'s when given); the final
+    model and tokenizer go to `output_dir`."""
     fields, resume = split_resume(SFT_DEFAULTS | stage.args)
     args = SFTConfig(output_dir=str(output_dir), seed=seed, **fields)
     tokenizer = apply_chat_template(
         load_tokenizer(model_config.name_or_path, model_config.trust_remote_code), model_config.chat_template
     )
+    model = load_causal_lm(model_config, quantization_config=quantization_config(peft) if peft else None)
+    refuse_unmet("sft", fields, model)
     trainer = SFTTrainer(
-        model=load_causal_lm(model_config, quantization_config=quantization_config(peft) if peft else None),
+        model=model,
         args=args,
         train_dataset=conversations.select_columns(["messages", "id"]),
+        eval_dataset=eval_dataset.select_columns(["messages"]) if eval_dataset is not None else None,
         processing_class=tokenizer,
         callbacks=callbacks,
         peft_config=lora_config(peft) if peft else None,
@@ -52,8 +58,17 @@ def train_sft(
     return trainer
 
 
+def refuse_unmet(section: str, fields: dict[str, Any], model: PreTrainedModel) -> None:
+    """Stop before training when a requested feature's precondition fails on the model as loaded."""
+    problems = packing_problems(section, fields, model.config._attn_implementation)
+    problems += liger_problems(section, fields)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def finish(trainer: Trainer, output_dir: Path, peft: PeftSection | None) -> None:
-    """Save the final model (or adapter) and tokenizer, with EOS in the generation config so the model stops."""
+    """Save the final model (or adapter) and tokenizer, with EOS in the generation config so the model stops;
+    evaluate once more on the eval data, if any (`eval_results.json`)."""
     tokenizer = trainer.processing_class
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -64,3 +79,20 @@ def finish(trainer: Trainer, output_dir: Path, peft: PeftSection | None) -> None
         save_adapter(model, output_dir, peft.merge)
         tokenizer.save_pretrained(str(output_dir))
     trainer.save_state()
+    if trainer.args.push_to_hub:
+        push_model(trainer, peft)
+    if trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+
+def push_model(trainer: Trainer, peft: PeftSection | None) -> None:
+    """`push_to_hub: true` (with `hub_model_id`): the final model through the Trainer, with its model card; with
+    PEFT the adapter alone (the merged copy stays local: `<stage>/`)."""
+    if peft is None:
+        trainer.push_to_hub(commit_message="deita-train: final model")
+    elif trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.push_to_hub(trainer.hub_model_id, private=trainer.args.hub_private_repo)
+        trainer.processing_class.push_to_hub(trainer.hub_model_id, private=trainer.args.hub_private_repo)

@@ -1,0 +1,43 @@
+"""What a training feature needs before it may run, checked when the recipe loads and again before training.
+
+Each check returns problems as `key: what is wrong; what to do` strings, so the recipe loader can report
+them all at once and the trainers can refuse with the same words.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def packing_problems(section: str, args: dict[str, Any], attn_implementation: str | None) -> list[str]:
+    """Packing and padding-free batches put several samples in one row; only FlashAttention's varlen kernels keep
+    them apart. With any other attention the samples would attend to each other, so refuse."""
+    asked = [name for name in ("packing", "padding_free") if args.get(name)]
+    if not asked or attn_implementation in FLASH_ATTENTION:
+        return []
+    current = attn_implementation or "the default (sdpa)"
+    return [
+        f"{section}.{asked[0]}: needs a FlashAttention implementation, but model.attn_implementation is {current}; "
+        f"samples in one packed row would attend to each other. Set model.attn_implementation: flash_attention_2 "
+        f"(pip install flash-attn) or flash_attention_3, or remove {section}.{asked[0]}"
+    ]
+
+
+def liger_problems(section: str, args: dict[str, Any]) -> list[str]:
+    """Liger kernels are Triton kernels: they need the `liger-kernel` package (and a GPU to run)."""
+    if not args.get("use_liger_kernel") or importlib.util.find_spec("liger_kernel") is not None:
+        return []
+    return [f"{section}.use_liger_kernel: the liger-kernel package is not installed: pip install liger-kernel, "
+            f"or remove {section}.use_liger_kernel"]
+
+
+def eval_problems(section: str, args: dict[str, Any], has_eval_data: bool) -> list[str]:
+    """Evaluation during training needs held-out data: `eval_dataset` sources or an `eval_split` of the train rows."""
+    strategy = str(args.get("eval_strategy", "no")).split(".")[-1].lower()
+    if strategy == "no" or has_eval_data:
+        return []
+    return [f"{section}.eval_strategy: is {strategy}, but the {section} stage has no eval data: set "
+            f"{section}.eval_dataset (sources) or {section}.eval_split (a fraction or a row count)"]
