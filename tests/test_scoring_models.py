@@ -97,3 +97,20 @@ def test_sentence_transformers_backend_normalized_and_batched(tiny_sentence_mode
     norms = np.linalg.norm(np.stack([s.value for s in scores]), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
     assert_batched_equals_single(scorer, records)
+
+
+def test_scorer_models_load_whole_while_a_zero3_config_is_active(tiny_model):
+    """Under ZeRO-3 transformers would build a model partitioned (`zero.Init`); scorers are full per-process replicas,
+    and the run's DeepSpeed config is active again afterwards."""
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+
+    from deita_train.scoring import lm
+    from deita_train.scoring.base import ScoringContext
+
+    zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    assert is_deepspeed_zero3_enabled()
+    model = lm.load_model(lm.ModelScorerConfig(type="ifd", model=str(tiny_model)), ScoringContext())
+    assert not any(hasattr(p, "ds_id") for p in model.parameters())  # not DeepSpeed-partitioned
+    assert model.model.embed_tokens.weight.shape == (model.config.vocab_size, model.config.hidden_size)
+    assert is_deepspeed_zero3_enabled()
+    del zero3

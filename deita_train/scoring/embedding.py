@@ -62,8 +62,9 @@ class EmbeddingScorer(Scorer):
 
             from deita_train.scoring.processes import process_state
 
-            self.encoder = SentenceTransformer(self.models()[0], device=str(process_state().device),
-                                               trust_remote_code=self.config.trust_remote_code)
+            with lm.outside_zero3_init():
+                self.encoder = SentenceTransformer(self.models()[0], device=str(process_state().device),
+                                                   trust_remote_code=self.config.trust_remote_code)
             return
         self.tokenizer = lm.load_tokenizer(self.config, self.context)
         if self.tokenizer.bos_token is None or self.tokenizer.eos_token is None:

@@ -11,6 +11,8 @@ batch ever materializes full-vocabulary logits for every position.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,18 +70,35 @@ def load_model(config: ModelScorerConfig, context: ScoringContext, auto_class=Au
     """The scoring model in eval mode on this process's device (Accelerate's `PartialState`)."""
     from deita_train.scoring.processes import process_state
 
-    model = auto_class.from_pretrained(
-        model_name(config, context),
-        dtype=DTYPES[config.dtype],
-        attn_implementation=config.attn_implementation,
-        trust_remote_code=config.trust_remote_code,
-    )
+    with outside_zero3_init():
+        model = auto_class.from_pretrained(
+            model_name(config, context),
+            dtype=DTYPES[config.dtype],
+            attn_implementation=config.attn_implementation,
+            trust_remote_code=config.trust_remote_code,
+        )
     if auto_class is AutoModelForCausalLM:
         for name in LOGIT_TRANSFORMS:
             if getattr(model.config, name, None) not in (None, 1.0):
                 raise ValueError(f"{model_name(config, context)}: its config sets {name}, which these scorers do not "
                                  "apply to logits; use a model without it")
     return model.to(process_state().device).eval()
+
+
+@contextmanager
+def outside_zero3_init() -> Iterator[None]:
+    """Build whole weights even while a ZeRO-3 run's DeepSpeed config is active in transformers (which would build
+    the model under `deepspeed.zero.Init`, partitioned): every process scores with its own full replica."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    reference = hf_deepspeed._hf_deepspeed_config_weak_ref  # transformers' only handle on the active config
+    active = reference() if reference is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if active is not None:
+            hf_deepspeed.set_hf_deepspeed_config(active)
 
 
 def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
