@@ -146,3 +146,16 @@ def test_push_selected_uploads_the_rows_then_the_card(monkeypatch):
     assert (card_kind, card_repo, card_options["repo_type"]) == ("card", "me/sel", "dataset")
     assert card.data.tags == ["deita-train"] and card.data.configs == [{"config_name": "default"}]
     assert card.text.strip() == "# selected"
+
+
+def test_dpo_with_precomputed_reference_log_probs(tmp_path, tiny_model, monkeypatch):
+    """TRL computes the reference log-probs once before training, so no reference model is kept in memory."""
+    monkeypatch.chdir(REPO)
+    code = main(["run", QUICKSTART, f"output_dir={tmp_path}", f"model.name_or_path={tiny_model}", "~score", "~select",
+                 "~sft", "callbacks=[]", "dpo.dataset.0.sample=8", "dpo.num_train_epochs=1", "dpo.max_length=128",
+                 "dpo.precompute_ref_log_probs=true", "dpo.logging_steps=1"])
+    assert code == 0
+    log = json.loads((tmp_path / "dpo" / "trainer_state.json").read_text())["log_history"]
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert losses and all(loss == loss and loss > 0 for loss in losses)  # finite, positive
+    assert json.loads((tmp_path / "report" / "run.json").read_text())["dpo"]["start_from"] == str(tiny_model)
