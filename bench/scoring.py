@@ -92,6 +92,22 @@ def reference_quality(tokenizer, model, rows: list[dict]) -> list[float]:
     return values
 
 
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    """This machine's fp32 matrix-product rate (FLOP/s): the ceiling any forward pass here can reach."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    _, seconds = timed(lambda: [torch.mm(a, b) for _ in range(repeats)])
+    return 2 * size**3 * repeats / seconds
+
+
+def forward_flops(config: GPT2Config, lengths: list[int], head_rows: list[int]) -> float:
+    """GPT-2 forward FLOPs: 2 x 12 x layers x hidden^2 per token (attention and MLP weights), 4 x layers x L^2 x
+    hidden for attention scores and mixing, 2 x vocab x hidden per position that gets logits."""
+    layers, hidden, vocab = config.n_layer, config.n_embd, config.vocab_size
+    return sum(24 * layers * hidden**2 * length + 4 * layers * length**2 * hidden + 2 * vocab * hidden * rows
+               for length, rows in zip(lengths, head_rows, strict=True))
+
+
 def timed(function):
     start = time.perf_counter()
     result = function()
@@ -123,18 +139,29 @@ def main() -> None:
         if kind == "ifd":
             from deita_train.scoring.ifd import record_passes
 
-            passes = [record_passes(scorer.tokenizer, scorer.bos, r, "superfiltering", 1024) for r in rows]
-            tokens = sum(len(p[0].conditioned) + len(p[0].direct) for p in passes if not isinstance(p, str))
+            prepared = [record_passes(scorer.tokenizer, scorer.bos, r, "superfiltering", 1024) for r in rows]
+            passes = [p[0] for p in prepared if not isinstance(p, str)]
+            lengths = [len(t.conditioned) for t in passes] + [len(t.direct) for t in passes]
+            answers = [len(t.conditioned) - t.conditioned_start for t in passes]
+            answers += [len(t.direct) - t.direct_start for t in passes]
+            reference_flops = forward_flops(model.config, lengths, lengths)  # logits at every position
+            needed_flops = forward_flops(model.config, lengths, answers)
         else:
-            tokens = sum(len(scorer.prompt_ids(scorer.fields(turns(r["messages"])[0]))[0]) for r in rows)
+            lengths = [len(scorer.prompt_ids(scorer.fields(turns(r["messages"])[0]))[0]) for r in rows]
+            reference_flops = needed_flops = forward_flops(model.config, lengths, [1] * len(lengths))
+        tokens = sum(lengths)
         # unscorable rows (e.g. a one-token answer: no BOS to predict it from) have no value to compare
         diff = max(abs(s.value[0] - v) for s, v in zip(scores, reference_values, strict=True) if s.value is not None)
         print(f"{kind}: batched {batched_s:.1f}s, reference {reference_s:.1f}s, "
               f"unscorable {sum(s.value is None for s in scores)}", flush=True)
         scorer.close()
         results.append({"scorer": kind, "rows": len(rows), "tokens": tokens, "batched_s": batched_s,
-                        "reference_s": reference_s, "speedup": reference_s / batched_s, "max_abs_diff": diff})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+                        "reference_s": reference_s, "speedup": reference_s / batched_s, "max_abs_diff": diff,
+                        "reference_flops": reference_flops, "needed_flops": needed_flops})
+    peak = matmul_peak()
+    host = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {host}, "
+          f"fp32 2048^3 matmul {peak / 1e9:.0f} GFLOP/s")
     print("| scorer | rows | tokens | batched samples/s | batched tokens/s | reference samples/s | "
           "reference tokens/s | speedup | max abs diff |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -142,6 +169,14 @@ def main() -> None:
         print(f"| {r['scorer']} | {r['rows']} | {r['tokens']} | {r['rows'] / r['batched_s']:.2f} | "
               f"{r['tokens'] / r['batched_s']:.0f} | {r['rows'] / r['reference_s']:.2f} | "
               f"{r['tokens'] / r['reference_s']:.0f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.2e} |")
+    print("\nWhat batching can win here: the reference's rate as a share of the matmul rate, and the speedup a scorer "
+          "would reach if it ran only the FLOPs a score needs at the full matmul rate.")
+    print("| scorer | reference GFLOP/s | of matmul rate | batched GFLOP/s (needed work) | ceiling speedup |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        reference_rate = r["reference_flops"] / r["reference_s"]
+        print(f"| {r['scorer']} | {reference_rate / 1e9:.0f} | {reference_rate / peak:.0%} | "
+              f"{r['needed_flops'] / r['batched_s'] / 1e9:.0f} | {r['reference_s'] * peak / r['needed_flops']:.2f}x |")
 
 
 if __name__ == "__main__":
