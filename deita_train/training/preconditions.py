@@ -13,16 +13,19 @@ FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 
 def packing_problems(section: str, args: dict[str, Any], attn_implementation: str | None) -> list[str]:
-    """Packing and padding-free batches put several samples in one row; only FlashAttention's varlen kernels keep
-    them apart. With any other attention the samples would attend to each other, so refuse."""
+    """Packing and padding-free batches put several samples in one row. FlashAttention's varlen kernels keep them
+    apart natively; any other kernel depends on transformers rebuilding a dense block-diagonal mask from
+    `position_ids` over the whole packed batch (and on nothing passing an attention mask instead), which gives up
+    what packing is for and cross-contaminates samples when that path is not taken. So refuse."""
     asked = [name for name in ("packing", "padding_free") if args.get(name)]
     if not asked or attn_implementation in FLASH_ATTENTION:
         return []
     current = attn_implementation or "the default (sdpa)"
     return [
         f"{section}.{asked[0]}: needs a FlashAttention implementation, but model.attn_implementation is {current}; "
-        f"samples in one packed row would attend to each other. Set model.attn_implementation: flash_attention_2 "
-        f"(pip install flash-attn) or flash_attention_3, or remove {section}.{asked[0]}"
+        f"without varlen kernels the samples of a packed row are kept apart only by a dense mask over the whole "
+        f"packed batch, or not at all. Set model.attn_implementation: flash_attention_2 (pip install flash-attn) "
+        f"or flash_attention_3, or remove {section}.{asked[0]}"
     ]
 
 
