@@ -57,3 +57,27 @@ def test_two_process_launch_matches_single_process(config, tmp_path, tiny_model,
     assert dpo["global_step"] == 1 and all(math.isfinite(e["loss"]) for e in dpo["log_history"] if "loss" in e)
     assert (out / "dpo" / "model.safetensors").is_file()
     assert done.stdout.count("selected: ") == 1  # only the main process reports
+
+
+@pytest.mark.slow
+def test_eval_during_training_under_zero3(tmp_path, tiny_model, monkeypatch):
+    """ZeRO-3 partitions the weights: held-out loss, generation (gathered parameters) and TRL's own evaluation on an
+    `eval_split` must run on both processes together and finish."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    heldout = "{path: recipes/quickstart/data/alpaca_cleaned_400.jsonl, format: alpaca, limit: 4}"
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", cpu_config("deepspeed_zero3", tmp_path),
+         "-m", "deita_train", "recipes/quickstart/tiny-cpu.yaml", f"output_dir={out}",
+         f"model.name_or_path={tiny_model}", *OVERRIDES, "~dpo", "sft.eval_split=8", "sft.eval_strategy=steps",
+         "sft.eval_steps=1", f"callbacks=[{{name: eval, every_steps: 1, at_end: false, num_prompts: 2, "
+         f"max_new_tokens: 4, batch_size: 2, dataset: [{heldout}]}}]"],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    generations = [json.loads(line) for line in (out / "sft" / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert [g["step"] for g in generations] == [1, 1, 2, 2]  # 24 train rows / (8 x 2 processes) = 2 steps
+    assert all(isinstance(g["answer"], str) for g in generations)
+    log = json.loads((out / "sft" / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in log if "eval_loss" in e] == [1, 2]
+    assert all(math.isfinite(e["eval_loss"]) for e in log if "eval_loss" in e)
