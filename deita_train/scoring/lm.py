@@ -11,6 +11,7 @@ batch ever materializes full-vocabulary logits for every position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -113,15 +114,23 @@ def last_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask:
 @torch.inference_mode()
 def token_losses(
     model: PreTrainedModel, sequences: list[list[int]], starts: list[int], pad: int, batch_tokens: int,
-    max_batch_size: int | None = None,
+    max_batch_size: int | None = None, sync_batches: Callable[[int], int] | None = None,
 ) -> list[torch.Tensor]:
     """Per-token cross-entropy (fp32) of `sequences[i][starts[i]:]`, each token predicted from the ones before it.
 
     `starts[i] >= 1`; the result for sequence i has `len(sequences[i]) - starts[i]` entries.
+    `sync_batches` (online scoring under DeepSpeed ZeRO-3, where every forward pass gathers parameters from all
+    processes) maps this process's number of forward passes to the number every process runs (the maximum);
+    the missing passes run on a one-token dummy sequence whose output is discarded.
     """
     head = model.get_output_embeddings()
     losses: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
-    for batch in token_batches([len(s) for s in sequences], batch_tokens, max_batch_size):
+    batches = token_batches([len(s) for s in sequences], batch_tokens, max_batch_size)
+    if sync_batches is not None:
+        dummy = torch.full((1, 1), pad, dtype=torch.long, device=model.device)
+        for _ in range(sync_batches(len(batches)) - len(batches)):
+            last_hidden(model, dummy, torch.ones_like(dummy))
+    for batch in batches:
         input_ids, attention_mask = right_pad([sequences[i] for i in batch], pad, model.device)
         hidden = last_hidden(model, input_ids, attention_mask)
         # position p predicts token p + 1: the hidden states at [start - 1, len - 1) predict the span.

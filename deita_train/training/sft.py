@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,18 @@ def train_sft(
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
     peft: PeftSection | None = None,
+    trainer_class: Callable[..., SFTTrainer] = SFTTrainer,
 ) -> SFTTrainer:
-    """Train on the `messages` column of `conversations`; the final model and tokenizer go to `output_dir`."""
+    """Train on the `messages` column of `conversations`; the final model and tokenizer go to `output_dir`.
+
+    `trainer_class` builds the trainer from SFTTrainer's arguments (online selection passes its own).
+    """
     fields, resume = split_resume(SFT_DEFAULTS | stage.args)
     args = SFTConfig(output_dir=str(output_dir), seed=seed, **fields)
     tokenizer = apply_chat_template(
         load_tokenizer(model_config.name_or_path, model_config.trust_remote_code), model_config.chat_template
     )
-    trainer = SFTTrainer(
+    trainer = trainer_class(
         model=load_causal_lm(model_config, quantization_config=quantization_config(peft) if peft else None),
         args=args,
         train_dataset=conversations.select_columns(["messages", "id"]),
