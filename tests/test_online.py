@@ -167,15 +167,15 @@ def test_two_processes_select_the_same_rows(tmp_path, tiny_model, monkeypatch):
     """DDP on 2 CPU processes (gloo): one selection for both (their planned sample orders hash the same, checked
     in every round), round 0 as a single process chooses it (same weights, same slice), and half the steps."""
     monkeypatch.chdir(REPO)
-    overrides = [f"model.name_or_path={tiny_model}", *FAST, "online.select.budget=16", "online.pool_fraction=0.5",
-                 "sft.num_train_epochs=2"]
-    run(tmp_path / "single", tiny_model, *overrides[1:])
+    extra = ["online.select.budget=16", "online.pool_fraction=0.5", "sft.num_train_epochs=2"]
+    run(tmp_path / "single", tiny_model, *extra)
     config = yaml.safe_load((REPO / "accelerate_configs" / "ddp.yaml").read_text())
     config.update(num_processes=2, mixed_precision="no")
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config))
     done = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "ddp.yaml"),
-         "-m", "deita_train", RECIPE, f"output_dir={tmp_path / 'ddp'}", *overrides],
+         "-m", "deita_train", RECIPE, f"output_dir={tmp_path / 'ddp'}", f"model.name_or_path={tiny_model}", *FAST,
+         *extra],
         capture_output=True, text=True, timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-4000:]

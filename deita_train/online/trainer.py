@@ -24,6 +24,8 @@ class OnlineSFTTrainer(SFTTrainer):
 
     def __init__(self, *args, online: OnlineConfig, candidates: Dataset, online_dir: Path, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.is_fsdp_enabled:  # re-scoring calls the unwrapped decoder, which FSDP shards: not supported yet
+            raise ValueError("online selection runs under DDP or DeepSpeed, not FSDP; launch with another config")
         position = {row_id: i for i, row_id in enumerate(candidates["id"])}
         trainable = candidates.select([position[row_id] for row_id in self.train_dataset["id"]])
         if len(trainable) < len(candidates):
