@@ -5,9 +5,11 @@ once per `--pool-fraction`, with the same candidates, budget and epochs, plus on
 random subset of the same size (`~online`) as the no-online reference. For each run: the Trainer's
 `train_runtime` (rounds included, they run inside `train()`), the rounds' own time from
 `online/round_<k>/round.json` (`seconds.total`: scoring, gather, selection, writing; `seconds.score`: the
-forward passes), and the ratio of the rounds' time to the rest of training.
+forward passes), and the ratio of the rounds' time to the rest of training. Every configuration runs
+`--repeats` times, interleaved (a shared machine's load drifts); the table gives medians, and the ratio's
+range over the repeats.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python bench/online.py --pool-fraction 0.25 0.5 1.0
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python bench/online.py --pool-fraction 0.25 0.5 1.0 --repeats 3
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deita_train.cli.main import main as deita_train
@@ -58,25 +61,33 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    results = {}
+    plain = ["~online", f"select={{strategy: random, budget: {args.budget}}}"]
+    configurations = {"no online (fixed random subset)": plain}
+    configurations |= {f"pool_fraction {f}": [f"online.pool_fraction={f}"] for f in args.pool_fraction}
+    results: dict[str, list[dict]] = {name: [] for name in configurations}
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(Path(tmp) / "tiny-model")
-        results["no online (fixed random subset)"] = run(
-            Path(tmp) / "plain", model, args, "~online", f"select={{strategy: random, budget: {args.budget}}}")
-        for fraction in args.pool_fraction:
-            results[f"pool_fraction {fraction}"] = run(Path(tmp) / f"online-{fraction}", model, args,
-                                                       f"online.pool_fraction={fraction}")
+        for repeat in range(args.repeats):
+            for i, (name, overrides) in enumerate(configurations.items()):
+                results[name].append(run(Path(tmp) / f"{repeat}-{i}", model, args, *overrides))
+    for runs in results.values():
+        for r in runs:
+            r["ratio"] = r["rounds_s"] / (r["train_runtime_s"] - r["rounds_s"])
     print(json.dumps(results, indent=2))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"{args.candidates} candidates, budget {args.budget}, {args.epochs} epochs, max_length {args.max_length}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
+          f"{args.candidates} candidates, budget {args.budget}, {args.epochs} epochs, max_length {args.max_length}, "
+          f"{args.repeats} repeats (medians)")
     print("| run | steps | train_runtime (s) | rounds | rows re-scored | rounds (s) | of which forward passes (s) | "
-          "rounds / rest of training |")
+          "rounds / rest of training (range) |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        rest = r["train_runtime_s"] - r["rounds_s"]
-        print(f"| {name} | {r['steps']} | {r['train_runtime_s']:.1f} | {r['rounds']} | {r['rescored_rows']} | "
-              f"{r['rounds_s']:.1f} | {r['score_s']:.1f} | {r['rounds_s'] / rest:.1%} |")
+    for name, runs in results.items():
+        r = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+        ratios = [run["ratio"] for run in runs]
+        print(f"| {name} | {r['steps']:.0f} | {r['train_runtime_s']:.1f} | {r['rounds']:.0f} | "
+              f"{r['rescored_rows']:.0f} | "
+              f"{r['rounds_s']:.1f} | {r['score_s']:.1f} | {r['ratio']:.1%} ({min(ratios):.1%}-{max(ratios):.1%}) |")
 
 
 if __name__ == "__main__":

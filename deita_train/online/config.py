@@ -24,7 +24,8 @@ class OnlineConfig:
     It scores a seeded random `pool_fraction` of the candidates (the rows SFT was given: `selected/` when the
     recipe selects, else the pool) with `scorer` run on the training model; rows outside the slice keep the
     score of the round that last scored them, rows never scored (or unscorable) are left out. Then `select`
-    picks `select.budget` rows, which fixes the number of optimizer steps per epoch.
+    picks `select.budget` rows, which fixes the number of optimizer steps per epoch. Slices are drawn with
+    (seed, k); a strategy that draws (`random`) gets seed + k.
     """
 
     select: Any = field(metadata={"help": "A `select:` block (strategy, filters, options); `budget` is required."})
