@@ -2,10 +2,11 @@
 
 Scoring is sharded: every process draws the same seeded slice, scores positions r, r + N, r + 2N, ... of
 it with the in-memory model (`TurnLossScorer.use`), in eval mode under `torch.inference_mode()`, and the
-scores are gathered onto every process (`accelerate.utils.gather_object`). Under DeepSpeed ZeRO-3 each
-forward pass gathers parameters from all processes, so every process must run as many passes: each
-process calls `score_batch` once, even with an empty share, and `token_losses` pads the shorter shards
-with dummy one-token passes up to the largest count (`sync_batches`). Selection runs on the main process.
+scores are gathered onto every process (`accelerate.utils.gather_object`). Under DeepSpeed ZeRO-3 every
+module call gathers that module's parameters from all processes, so all processes must make the same calls
+in the same order: each calls `score_batch` once, even with an empty share, and `lm.token_losses` pads the
+smaller shares with dummy decoder passes and empty LM-head calls up to the largest counts (`sync_batches`).
+Selection runs on the main process. FSDP is not supported (the trainer refuses it).
 """
 
 from __future__ import annotations
