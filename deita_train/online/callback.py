@@ -32,7 +32,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from deita_train.online.config import OnlineConfig
 from deita_train.online.rescoring import ScoreTable, score_share, select_round, slice_positions
 from deita_train.online.rounds import drop_rounds_after, finished_rounds, read_scores, read_selected, write_round
-from deita_train.online.sampler import Round
+from deita_train.online.sampler import OnlineSampler, Round
 
 if TYPE_CHECKING:
     from deita_train.online.trainer import OnlineSFTTrainer
@@ -56,7 +56,7 @@ class OnlineSelectionCallback(TrainerCallback):
         self.steps_per_epoch = 1
 
     @property
-    def sampler(self):
+    def sampler(self) -> OnlineSampler:
         return self.trainer.online_sampler
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
@@ -74,8 +74,11 @@ class OnlineSelectionCallback(TrainerCallback):
         process = PartialState()
         rounds = None
         if process.is_main_process:
-            rounds = [Round(s["round"], s["epoch"], s["offset"], [self.position[i] for i in read_selected(self.root,
-                      s["round"])]) for s in finished_rounds(self.root)]
+            rounds = [
+                Round(done["round"], done["epoch"], done["offset"],
+                      [self.position[row_id] for row_id in read_selected(self.root, done["round"])])
+                for done in finished_rounds(self.root)
+            ]
         (rounds,) = broadcast_object_list([rounds])
         for done in rounds:
             self.sampler.add(done)
