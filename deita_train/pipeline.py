@@ -5,7 +5,7 @@ reading what the stage before it wrote under `output_dir`.
 from __future__ import annotations
 
 import logging
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +94,15 @@ class Run:
             selection_path=self.out / "selection.json" if self.recipe.select is not None else None,
         )
         callbacks = instantiate_callbacks(self.recipe.callbacks, context)
+        online = {}
+        if self.recipe.online is not None:  # train on the candidates, re-selected by rounds under online/
+            from deita_train.online.trainer import OnlineSFTTrainer
+
+            online["trainer_class"] = partial(OnlineSFTTrainer, online=self.recipe.online, candidates=conversations,
+                                              online_dir=self.out / "online")
         trainer = train_sft(
             conversations, self.recipe.model, self.recipe.sft, self.out / "sft", self.recipe.seed, callbacks,
-            self.recipe.peft, evaluation,
+            self.recipe.peft, evaluation, **online,
         )
         self.report["sft"] = {"rows": len(conversations), "global_step": trainer.state.global_step, **eval_report}
 

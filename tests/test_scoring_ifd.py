@@ -126,3 +126,25 @@ def test_ppl_is_exp_of_conditioned_loss(tiny_model):
     lc = reference_mean_loss(model, tokenizer(prompt + "Blue.")["input_ids"], len(tokenizer(prompt)["input_ids"]))
     assert score.value[0] == pytest.approx(math.exp(lc), rel=1e-5)
     assert_batched_equals_single(scorer, mixed_records(), atol=1e-3)  # perplexities are O(1e3) on a random model
+
+
+def test_loss_scorer_is_ifds_conditioned_loss_and_use_scores_an_in_memory_model(tiny_model):
+    records = mixed_records()
+    loss = make_scorer("loss", tiny_model, batch_tokens=300).score_batch(records)
+    ifd = make_scorer("ifd", tiny_model, batch_tokens=300)
+    expected = ifd.score_batch(records)
+    for got, want in zip(loss, expected, strict=True):
+        assert got.reason == want.reason and got.extras == {}
+        if want.value is not None:
+            assert got.value == pytest.approx(want.extras["loss_cond"], abs=1e-6)
+    # online selection: the same scorer on a model already in memory, padded with dummy passes (ZeRO-3 lockstep)
+    tokenizer, model = load(tiny_model)
+    counts = []
+    online = make_scorer("ifd", tiny_model, batch_tokens=300)
+    online.use(model, tokenizer, sync_batches=lambda n: counts.append(n) or n + 2)
+    for got, want in zip(online.score_batch(records), expected, strict=True):
+        assert got.reason == want.reason
+        if want.value is not None:
+            assert got.value == pytest.approx(want.value, abs=1e-6)
+    # per pass (conditioned, direct): the decoder passes, then the head calls of each one: 2 dummies with no rows
+    assert counts[0] > 0 and counts.count(0) == 2 * 2

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_outputs(out: Path) -> None:
     """Say where everything was written."""
-    for name in ("scored", "selected", "selection.json", "sft", "dpo", "report"):
+    for name in ("scored", "selected", "selection.json", "online", "sft", "dpo", "report"):
         if (out / name).exists():
             print(f"{name:>15}: {out / name}")
 

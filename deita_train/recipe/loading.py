@@ -30,6 +30,7 @@ from deita_train.registry import did_you_mean
 
 SECTIONS = (
     "extends", "output_dir", "seed", "model", "pool", "score", "select", "sft", "dpo", "peft", "hub", "callbacks",
+    "online",
 )
 # Keys of the TRL configs that the recipe sets itself.
 RESERVED_TRAINER_KEYS = {"output_dir": "set from the recipe's output_dir (<output_dir>/sft or /dpo)"}
@@ -134,6 +135,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
     callbacks = parse_callbacks(data.get("callbacks") or [], problems)
     peft = build(PeftSection, data["peft"] or {}, "peft", problems) if "peft" in data else None
     hub = build(HubSection, data["hub"] or {}, "hub", problems) if "hub" in data else None
+    online = parse_online(data["online"], problems) if "online" in data else None
     recipe = Recipe(
         output_dir=Path(str(data.get("output_dir", ""))),
         seed=seed,
@@ -146,6 +148,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
         peft=peft,
         hub=hub,
         callbacks=callbacks,
+        online=online,
         raw=data,
     )
     if not problems:
@@ -168,22 +171,22 @@ def parse_score(data: Any, problems: list[str]) -> dict[str, Any]:
     }
 
 
-def parse_select(data: Any, problems: list[str]) -> Any:
-    """`select:` is `strategy`, optional `filters`, and the strategy's own options."""
+def parse_select(data: Any, problems: list[str], key: str = "select") -> Any:
+    """`select:` (or `online.select:`) is `strategy`, optional `filters`, and the strategy's own options."""
     from deita_train.selection import STRATEGIES
     from deita_train.selection.base import SelectConfig
 
     if not isinstance(data, dict) or "strategy" not in data:
-        problems.append(f"select: expected a mapping with `strategy` (one of {', '.join(STRATEGIES.names())})")
+        problems.append(f"{key}: expected a mapping with `strategy` (one of {', '.join(STRATEGIES.names())})")
         return None
     try:
-        strategy = STRATEGIES.get(data["strategy"], "select.strategy")
+        strategy = STRATEGIES.get(data["strategy"], f"{key}.strategy")
     except RecipeError as error:
         problems += error.problems
         return None
     common = {"strategy", "filters"}
-    filters = convert(data.get("filters", []), list[str], "select.filters", problems)
-    options = build(strategy.config_class, {k: v for k, v in data.items() if k not in common}, "select", problems)
+    filters = convert(data.get("filters", []), list[str], f"{key}.filters", problems)
+    options = build(strategy.config_class, {k: v for k, v in data.items() if k not in common}, key, problems)
     return SelectConfig(strategy=data["strategy"], options=options, filters=filters or [], raw=data)
 
 
@@ -193,6 +196,31 @@ def parse_sft(data: Any, problems: list[str]) -> SFTStage | None:
         problems.append(f"sft: expected a mapping of trl.SFTConfig fields, got {data!r}")
         return None
     return SFTStage(**parse_eval_data(data, "sft", problems), args=parse_trainer_args(data, "sft", EVAL_KEYS, problems))
+
+
+def parse_online(data: Any, problems: list[str]) -> Any:
+    """`online:` typed by `OnlineConfig`; `select` through the select parser, `scorer` through the scorer registry
+    (only scorers that can run on the model being trained)."""
+    from deita_train.online.config import OnlineConfig
+    from deita_train.scoring import SCORERS
+    from deita_train.scoring.ifd import TurnLossScorer
+
+    before = len(problems)
+    config = build(OnlineConfig, data, "online", problems)
+    if config is None:
+        return None
+    config.select = parse_select(data["select"], problems, "online.select")
+    if "scorer" in data:
+        config.scorer = build_registered(SCORERS, data["scorer"], "online.scorer", "type", problems)
+    online_scorers = [name for name in SCORERS.names() if issubclass(SCORERS.get(name, ""), TurnLossScorer)]
+    if config.scorer is not None and config.scorer.type not in online_scorers:
+        problems.append(f"online.scorer.type: {config.scorer.type!r} cannot score with the model being trained; "
+                        f"use one of {', '.join(online_scorers)}")
+    elif config.scorer is not None and config.scorer.model is not None:
+        problems.append("online.scorer.model: the online scorer runs the model being trained; remove `model`")
+    if config.select is not None and config.select.options is not None and (config.select.options.budget or 0) < 1:
+        problems.append("online.select.budget: required, at least 1: the rows each epoch trains on")
+    return config if len(problems) == before else None
 
 
 def parse_dpo(data: Any, problems: list[str]) -> DPOStage | None:
@@ -257,6 +285,7 @@ def check_consistency(recipe: Recipe) -> list[str]:
         problems.append("pool: required by the sft stage: list at least one source")
     if recipe.dpo is not None and recipe.sft is None and recipe.dpo.model is None and recipe.model is None:
         problems.append("dpo.model: the dpo stage needs a model: set dpo.model, model.name_or_path, or an sft stage")
+    problems += check_online(recipe)
     if recipe.model is not None:
         from deita_train.training.chat_templates import TEMPLATE_NAMES
 
@@ -287,6 +316,24 @@ def training_problems(recipe: Recipe) -> list[str]:
         problems += packing_problems(section, stage.args, attn)
         problems += liger_problems(section, stage.args)
         problems += eval_problems(section, stage.args, stage.has_eval_data)
+    return problems
+
+
+def check_online(recipe: Recipe) -> list[str]:
+    """What online selection needs from the other sections: an sft stage that samples rows one by one."""
+    if recipe.online is None:
+        return []
+    if recipe.sft is None:
+        return ["online: needs an sft stage: online selection re-selects the rows SFT trains on"]
+    problems = []
+    if recipe.sft.args.get("packing"):
+        problems.append("sft.packing: online selection samples whole rows; set `packing: false`")
+    if recipe.sft.args.get("train_sampling_strategy", "random") != "random":
+        problems.append("sft.train_sampling_strategy: online selection owns the sampler; remove it")
+    budget, offline = recipe.online.select.options.budget, recipe.select.options.budget if recipe.select else None
+    if offline is not None and budget > offline:
+        problems.append(f"online.select.budget: {budget} is more than select.budget ({offline}), the candidates "
+                        "online selection chooses from")
     return problems
 
 

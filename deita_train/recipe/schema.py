@@ -121,6 +121,7 @@ class Recipe:
     peft: PeftSection | None = None
     hub: HubSection | None = None
     callbacks: list[Any] = field(default_factory=list)  # deita_train.callbacks configs, in recipe order
+    online: Any = None  # deita_train.online.config.OnlineConfig: re-selection inside the sft stage
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved YAML, for printing
 
     @property

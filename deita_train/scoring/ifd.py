@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 from deita_train.data.conversation import turns
 from deita_train.scoring import lm
 from deita_train.scoring.base import Record, Score, Scorer, register_scorer
@@ -144,14 +146,19 @@ class TurnLossScorer(Scorer):
 
     config_class = TurnLossConfig
     per_turn = True
+    sync_batches: Callable[[int], int] | None = None  # see `lm.token_losses`; set by `use` under ZeRO-3
 
     def models(self) -> list[str]:
         return [lm.model_name(self.config, self.context)]
 
     def load(self) -> None:
-        self.tokenizer = lm.load_tokenizer(self.config, self.context)
-        self.model = lm.load_model(self.config, self.context)
-        self.bos = lm.bos_prefix(self.tokenizer)
+        self.use(lm.load_model(self.config, self.context), lm.load_tokenizer(self.config, self.context))
+
+    def use(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+            sync_batches: Callable[[int], int] | None = None) -> None:
+        """Score with a model already in memory (online selection: the model being trained) instead of `load`."""
+        self.model, self.tokenizer, self.sync_batches = model, tokenizer, sync_batches
+        self.bos = lm.bos_prefix(tokenizer)
         self.max_length = self.config.max_length or DEFAULT_MAX_LENGTH[self.config.convention]
 
     def close(self) -> None:
@@ -169,7 +176,8 @@ class TurnLossScorer(Scorer):
         mean loss of each turn (None for an unscorable record)."""
         parts = [part(t) for p in prepared if not isinstance(p, str) for t in p]
         losses = lm.token_losses(self.model, [ids for ids, _ in parts], [start for _, start in parts],
-                                 lm.pad_id(self.tokenizer), self.config.batch_tokens, self.config.max_batch_size)
+                                 lm.pad_id(self.tokenizer), self.config.batch_tokens, self.config.max_batch_size,
+                                 self.sync_batches)
         means = iter(mean_loss(turn) for turn in losses)
         return [None if isinstance(p, str) else [next(means) for _ in p] for p in prepared]
 

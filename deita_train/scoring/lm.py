@@ -11,7 +11,7 @@ batch ever materializes full-vocabulary logits for every position.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -132,26 +132,39 @@ def last_hidden(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask:
 @torch.inference_mode()
 def token_losses(
     model: PreTrainedModel, sequences: list[list[int]], starts: list[int], pad: int, batch_tokens: int,
-    max_batch_size: int | None = None,
+    max_batch_size: int | None = None, sync_batches: Callable[[int], int] | None = None,
 ) -> list[torch.Tensor]:
     """Per-token cross-entropy (fp32) of `sequences[i][starts[i]:]`, each token predicted from the ones before it.
 
     `starts[i] >= 1`; the result for sequence i has `len(sequences[i]) - starts[i]` entries.
+
+    `sync_batches` keeps processes in step under DeepSpeed ZeRO-3 (online scoring), where every module call
+    gathers that module's parameters from all processes, so all must make the same calls in the same order: it
+    maps this process's count (of decoder passes, then of LM-head calls in each pass) to the count every process
+    makes (the maximum). The extra decoder passes run on a one-token dummy sequence, the extra head calls on no
+    rows; their outputs are discarded.
     """
     head = model.get_output_embeddings()
     losses: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
-    for batch in token_batches([len(s) for s in sequences], batch_tokens, max_batch_size):
-        input_ids, attention_mask = right_pad([sequences[i] for i in batch], pad, model.device)
+    batches = token_batches([len(s) for s in sequences], batch_tokens, max_batch_size)
+    count = sync_batches or (lambda n: n)
+    for slot in range(count(len(batches))):
+        batch = batches[slot] if slot < len(batches) else []  # []: a dummy pass
+        input_ids, attention_mask = right_pad([sequences[i] for i in batch] or [[pad]], pad, model.device)
         hidden = last_hidden(model, input_ids, attention_mask)
-        # position p predicts token p + 1: the hidden states at [start - 1, len - 1) predict the span.
-        rows = torch.cat([hidden[r, starts[i] - 1 : len(sequences[i]) - 1] for r, i in enumerate(batch)])
-        targets = torch.cat([input_ids[r, starts[i] : len(sequences[i])] for r, i in enumerate(batch)])
-        flat = torch.cat([
+        if not batch:
+            rows, targets = hidden[0, :0], input_ids[0, :0]
+        else:  # position p predicts token p + 1: the hidden states at [start - 1, len - 1) predict the span.
+            rows = torch.cat([hidden[r, starts[i] - 1 : len(sequences[i]) - 1] for r, i in enumerate(batch)])
+            targets = torch.cat([input_ids[r, starts[i] : len(sequences[i])] for r, i in enumerate(batch)])
+        pieces = [
             F.cross_entropy(head(rows[k : k + HEAD_ROWS]).float(), targets[k : k + HEAD_ROWS], reduction="none")
-            for k in range(0, len(rows), HEAD_ROWS)
-        ]).cpu()
-        for piece, i in zip(flat.split([len(sequences[i]) - starts[i] for i in batch]), batch, strict=True):
-            losses[i] = piece
+            for k in range(0, count(-(-len(rows) // HEAD_ROWS)) * HEAD_ROWS, HEAD_ROWS)
+        ]
+        if batch:
+            flat = torch.cat(pieces).cpu()
+            for piece, i in zip(flat.split([len(sequences[i]) - starts[i] for i in batch]), batch, strict=True):
+                losses[i] = piece
     return losses
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from deita_train.selection.base import STRATEGIES, SelectConfig
+from deita_train.selection.base import STRATEGIES, SelectConfig, Strategy
 from deita_train.selection.filters import apply_filters
 from deita_train.selection.report import write_report
 from deita_train.selection.scores import arrow_column
@@ -26,15 +26,7 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
     """Apply `config` to `scored`; write `<output_dir>/selected/`, `selection.json` and `report/`."""
     seconds: dict[str, float] = {}
     strategy = STRATEGIES.get(config.strategy, "select.strategy")(config.options, seed)
-
-    started = time.perf_counter()
-    positions, filter_steps = apply_filters(scored, config.filters)
-    seconds["filters"] = round(time.perf_counter() - started, 3)
-
-    started = time.perf_counter()
-    candidates = scored.select(positions) if config.filters else scored
-    picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
-    seconds["strategy"] = round(time.perf_counter() - started, 3)
+    picks, positions, filter_steps = choose(scored, config, strategy, seconds)
 
     started = time.perf_counter()
     selected = scored.select(picks)
@@ -61,6 +53,21 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
     }
     write_json(output_dir / "selection.json", summary)
     return selected, summary
+
+
+def choose(scored: Dataset, config: SelectConfig, strategy: Strategy,
+           seconds: dict[str, float]) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
+    """Rows of `scored` kept by the filters then the strategy (in selection order), the rows passing the filters,
+    and one count record per filter; the time of each part goes to `seconds` (`filters`, `strategy`)."""
+    started = time.perf_counter()
+    positions, filter_steps = apply_filters(scored, config.filters)
+    seconds["filters"] = round(time.perf_counter() - started, 3)
+
+    started = time.perf_counter()
+    candidates = scored.select(positions) if config.filters else scored
+    picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
+    seconds["strategy"] = round(time.perf_counter() - started, 3)
+    return picks, positions, filter_steps
 
 
 def count_scored(scored: Dataset, columns: list[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,13 @@ def train_sft(
     callbacks: list[TrainerCallback] | None = None,
     peft: PeftSection | None = None,
     eval_dataset: Dataset | None = None,
+    trainer_class: Callable[..., SFTTrainer] = SFTTrainer,
 ) -> SFTTrainer:
     """Train on the `messages` column of `conversations` (evaluating on `eval_dataset`'s when given); the final
-    model and tokenizer go to `output_dir`."""
+    model and tokenizer go to `output_dir`.
+
+    `trainer_class` builds the trainer from SFTTrainer's arguments (online selection passes its own).
+    """
     fields, resume = split_resume(SFT_DEFAULTS | stage.args)
     args = SFTConfig(output_dir=str(output_dir), seed=seed, **fields)
     tokenizer = apply_chat_template(
@@ -44,7 +49,7 @@ def train_sft(
     )
     model = load_causal_lm(model_config, quantization_config=quantization_config(peft) if peft else None)
     refuse_unmet("sft", fields, model)
-    trainer = SFTTrainer(
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=conversations.select_columns(["messages", "id"]),

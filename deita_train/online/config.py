@@ -1,0 +1,62 @@
+"""The recipe's `online:` section (parsed strictly by `deita_train.recipe.loading.parse_online`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from deita_train.recipe.errors import RecipeError
+from deita_train.scoring.ifd import IFDScorerConfig
+
+
+@dataclass
+class OnlineConfig:
+    """`online:` — re-select the training subset with the model being trained (METHODS.md section 7).
+
+    > When rounds fire
+
+    Round 0 selects before the first step. With `every: epoch`, round k opens epoch k; with `every: steps`,
+    round k fires after optimizer step k x `every_steps` and takes effect from the first batch the data
+    loader has not drawn yet (mid-epoch switches included).
+
+    > What a round does
+
+    It scores a seeded random `pool_fraction` of the candidates (the rows SFT was given: `selected/` when the
+    recipe selects, else the pool) with `scorer` run on the training model; rows outside the slice keep the
+    score of the round that last scored them, rows never scored (or unscorable) are left out. Then `select`
+    picks `select.budget` rows, which fixes the number of optimizer steps per epoch. Slices are drawn with
+    (seed, k); a strategy that draws (`random`) gets seed + k.
+    """
+
+    select: Any = field(metadata={"help": "A `select:` block (strategy, filters, options); `budget` is required."})
+    every: Literal["epoch", "steps"] = field(
+        default="epoch", metadata={"help": "`epoch`: a round opens each epoch; `steps`: every `every_steps` steps."}
+    )
+    every_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps between rounds; required with `every: steps`."}
+    )
+    pool_fraction: float = field(
+        default=1.0, metadata={"help": "Fraction of the candidates re-scored per round (a seeded random slice)."}
+    )
+    scorer: Any = field(
+        default_factory=lambda: IFDScorerConfig(type="ifd"),
+        metadata={"help": "Scorer run on the training model: `ifd` (default), `ppl` or `loss`, with its options."},
+    )
+    score_column: str = field(
+        default="score",
+        metadata={"help": "Column the online score is written to, read by `select` (e.g. top_k's `score`); "
+                  "it replaces a candidate column of the same name."},
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.every == "steps" and self.every_steps is None:
+            problems.append("online.every_steps: required with `every: steps`")
+        if self.every == "epoch" and self.every_steps is not None:
+            problems.append("online.every_steps: only read with `every: steps`; set that or remove every_steps")
+        if self.every_steps is not None and self.every_steps < 1:
+            problems.append(f"online.every_steps: must be at least 1, got {self.every_steps}")
+        if not 0 < self.pool_fraction <= 1:
+            problems.append(f"online.pool_fraction: must be in (0, 1], got {self.pool_fraction}")
+        if problems:
+            raise RecipeError(problems)
