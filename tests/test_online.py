@@ -200,3 +200,17 @@ def test_two_processes_select_the_same_rows(config, tmp_path, tiny_model, single
     assert two[0]["scores"]["scored"]["mean"] == pytest.approx(one[0]["scores"]["scored"]["mean"], rel=tolerance)
     assert trainer_state(tmp_path / "launched")["global_step"] == 2 * math.ceil(16 / (4 * 2))
     assert trainer_state(single_process)["global_step"] == 2 * math.ceil(16 / 4)
+
+
+def test_online_selection_with_lora_scores_with_the_adapters_in_place(tmp_path, tiny_model, monkeypatch):
+    """With `peft:` the trainer's model is a PeftModel; rounds score with the LoRA-adapted model and training goes on."""
+    monkeypatch.chdir(REPO)
+    run(tmp_path, tiny_model, "peft={r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}", "sft.num_train_epochs=2",
+        "online.select.budget=8", "online.pool_fraction=1.0")
+    done = rounds(tmp_path)
+    before, after = (load_from_disk(str(tmp_path / "online" / f"round_{k}" / "scores"))["score"] for k in (0, 1))
+    assert before != after  # only the adapters train (the base is frozen): round 1 saw the trained adapters
+    assert [r["round"] for r in done] == [0, 1]
+    assert all(r["counts"]["rescored"] > 0 and r["counts"]["selected"] == done[0]["counts"]["selected"] for r in done)
+    assert (tmp_path / "sft" / "adapter" / "adapter_model.safetensors").is_file()
+    assert trainer_state(tmp_path)["global_step"] == 2 * math.ceil(done[0]["counts"]["selected"] / 4)
