@@ -111,10 +111,21 @@ def test_sft_and_dpo_evaluate_during_training(tmp_path, tiny_model, monkeypatch)
     sft_evals = [e for e in sft_log if "eval_loss" in e]
     assert len(sft_evals) == report["sft"]["global_step"]  # eval_steps=1: one evaluation per optimizer step
     assert all(e["eval_loss"] > 0 for e in sft_evals)
-    assert json.loads((tmp_path / "sft" / "eval_results.json").read_text())["eval_loss"] > 0
+    final = json.loads((tmp_path / "sft" / "eval_results.json").read_text())
+    assert final["eval_loss"] == sft_evals[-1]["eval_loss"] > 0  # the last step's evaluation, not run twice
     dpo_evals = [e for e in json.loads((tmp_path / "dpo" / "trainer_state.json").read_text())["log_history"]
                  if "eval_loss" in e]
     assert dpo_evals and "eval_rewards/margins" in dpo_evals[0]
+
+
+def test_eval_data_without_an_eval_strategy_is_evaluated_once_at_the_end(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.chdir(REPO)
+    code = main(["run", QUICKSTART, f"output_dir={tmp_path}", f"model.name_or_path={tiny_model}", *SMALL, "~dpo",
+                 "sft.eval_split=4"])
+    assert code == 0
+    log = json.loads((tmp_path / "sft" / "trainer_state.json").read_text())["log_history"]
+    assert not [e for e in log if "eval_loss" in e]  # eval_strategy "no": nothing during training
+    assert json.loads((tmp_path / "sft" / "eval_results.json").read_text())["eval_loss"] > 0
 
 
 def test_the_selection_writes_a_dataset_card(tmp_path, tiny_model, monkeypatch):

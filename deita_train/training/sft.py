@@ -73,7 +73,7 @@ def refuse_unmet(section: str, fields: dict[str, Any], model: PreTrainedModel) -
 
 def finish(trainer: Trainer, output_dir: Path, peft: PeftSection | None) -> None:
     """Save the final model (or adapter) and tokenizer, with EOS in the generation config so the model stops;
-    evaluate once more on the eval data, if any (`eval_results.json`)."""
+    with eval data, the final weights' eval metrics go to `eval_results.json`."""
     tokenizer = trainer.processing_class
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -87,9 +87,18 @@ def finish(trainer: Trainer, output_dir: Path, peft: PeftSection | None) -> None
     if trainer.args.push_to_hub:
         push_model(trainer, peft)
     if trainer.eval_dataset is not None:
-        metrics = trainer.evaluate()
+        metrics = final_eval_metrics(trainer)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+
+
+def final_eval_metrics(trainer: Trainer) -> dict[str, float]:
+    """Eval metrics of the final weights: those of the evaluation training already ran at the last step
+    (`eval_strategy` often ends there), else a new evaluation."""
+    last = trainer.state.global_step
+    done = next((entry for entry in reversed(trainer.state.log_history)
+                 if "eval_loss" in entry and entry.get("step") == last), None)
+    return {key: value for key, value in done.items() if key != "step"} if done else trainer.evaluate()
 
 
 def push_model(trainer: Trainer, peft: PeftSection | None) -> None:
