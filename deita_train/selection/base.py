@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from datasets import Dataset
 
 from deita_train.registry import Registry
+from deita_train.selection.expressions import Expression
 
 
 @dataclass
@@ -43,8 +44,11 @@ class Strategy(ABC):
         """Positions (0-based rows of `scored`) of the kept rows, in selection order."""
 
     def columns(self) -> list[str]:
-        """The columns this strategy reads; a row with a null in any of them counts as unscored."""
-        return []
+        """The columns this strategy reads: those of its config's `score` expression and its `embedding` column,
+        where the config has them. A row with a null in any of them counts as unscored."""
+        score, embedding = getattr(self.config, "score", None), getattr(self.config, "embedding", None)
+        used = Expression(score, "select.score").columns if score else set()
+        return sorted(used | {embedding} if embedding else used)
 
     def details(self) -> dict[str, Any]:
         """What the strategy found (e.g. duplicates), recorded in `selection.json` after it ran."""

@@ -67,9 +67,6 @@ class DedupStrategy(Strategy):
         super().__init__(config, seed)
         self.found: dict[str, int] = {}
 
-    def columns(self) -> list[str]:
-        return [self.config.embedding]
-
     def select(self, scored: Dataset) -> list[int]:
         vectors, valid = embedding_matrix(scored, self.config.embedding)
         if self.config.normalize:

@@ -27,7 +27,6 @@ import torch
 from datasets import Dataset
 
 from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
-from deita_train.selection.expressions import Expression
 from deita_train.selection.scores import embedding_matrix, sample_scores
 
 
@@ -53,9 +52,6 @@ class DeitaStrategy(Strategy):
     """Deita's score-first diverse selection; see the module docstring."""
 
     config_class = DeitaConfig
-
-    def columns(self) -> list[str]:
-        return sorted(Expression(self.config.score, "select.score").columns | {self.config.embedding})
 
     def select(self, scored: Dataset) -> list[int]:
         scores = sample_scores(scored, self.config.score)

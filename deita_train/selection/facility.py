@@ -22,7 +22,6 @@ from datasets import Dataset
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
 from deita_train.selection.deita import stable_descending
-from deita_train.selection.expressions import Expression
 from deita_train.selection.scores import embedding_matrix, sample_scores
 
 
@@ -52,9 +51,6 @@ class FacilityLocationStrategy(Strategy):
     """Superfiltering-D: IFD pre-selection, then lazy greedy facility location."""
 
     config_class = FacilityLocationConfig
-
-    def columns(self) -> list[str]:
-        return sorted(Expression(self.config.score, "select.score").columns | {self.config.embedding})
 
     def select(self, scored: Dataset) -> list[int]:
         scores = sample_scores(scored, self.config.score)

@@ -19,7 +19,6 @@ from datasets import Dataset
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
 from deita_train.selection.deita import stable_descending
-from deita_train.selection.expressions import Expression
 from deita_train.selection.scores import sample_scores
 
 
@@ -46,9 +45,6 @@ class IFDStrategy(Strategy):
     config_class = IFDConfig
     inclusive: bool
     fraction_of_pool: bool
-
-    def columns(self) -> list[str]:
-        return sorted(Expression(self.config.score, "select.score").columns)
 
     def select(self, scored: Dataset) -> list[int]:
         ifd = sample_scores(scored, self.config.score)

@@ -17,7 +17,6 @@ from datasets import Dataset
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
 from deita_train.selection.deita import stable_descending, unit_rows
-from deita_train.selection.expressions import Expression
 from deita_train.selection.scores import embedding_matrix, sample_scores
 
 
@@ -42,10 +41,6 @@ class KCenterStrategy(Strategy):
     """Greedy k-center; see the module docstring."""
 
     config_class = KCenterConfig
-
-    def columns(self) -> list[str]:
-        used = Expression(self.config.score, "select.score").columns if self.config.score else set()
-        return sorted(used | {self.config.embedding})
 
     def select(self, scored: Dataset) -> list[int]:
         vectors, valid = embedding_matrix(scored, self.config.embedding)

@@ -11,7 +11,6 @@ from datasets import Dataset
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
 from deita_train.selection.deita import stable_descending
-from deita_train.selection.expressions import Expression
 from deita_train.selection.scores import sample_scores
 
 
@@ -34,9 +33,6 @@ class TopKStrategy(Strategy):
     """The `budget` highest-scoring rows, descending; ties keep the lower id first; unscored rows are not ranked."""
 
     config_class = TopKConfig
-
-    def columns(self) -> list[str]:
-        return sorted(Expression(self.config.score, "select.score").columns)
 
     def select(self, scored: Dataset) -> list[int]:
         ranked = stable_descending(sample_scores(scored, self.config.score))
@@ -64,9 +60,6 @@ class ThresholdStrategy(Strategy):
     """Rows whose score lies in [min, max]; unscored rows fail; `budget` truncates in the chosen order."""
 
     config_class = ThresholdConfig
-
-    def columns(self) -> list[str]:
-        return sorted(Expression(self.config.score, "select.score").columns)
 
     def select(self, scored: Dataset) -> list[int]:
         scores = sample_scores(scored, self.config.score)
