@@ -9,11 +9,10 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import PartialState
 from datasets import Dataset, load_from_disk
 
 from deita_train.data.sources import load_sources
+from deita_train.processes import on_main_process, process_state
 from deita_train.recipe.schema import ModelConfig, Recipe
 from deita_train.scoring.base import ScoringContext
 from deita_train.storage import write_json, write_text
@@ -139,14 +138,17 @@ def run(recipe: Recipe, stages: list[str] | None = None) -> Run:
     Under `accelerate launch` every process runs this: scoring is sharded by the engine, selection runs
     once on the main process and the others read its `selected/`, and the trainers distribute themselves.
     """
-    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only hosts distribute over gloo
+    state = process_state()
     stages = recipe.stages if stages is None else [s for s in recipe.stages if s in stages]
     job = Run(recipe)
     scored = job.score() if "score" in stages else None
     if "select" in stages:
-        if state.is_main_process:
-            job.select(scored if scored is not None else job.scored())
-        state.wait_for_everyone()
+        pool = scored if scored is not None else job.scored()
+
+        def select() -> None:  # the others read `selected/` once it is written
+            job.select(pool)
+
+        on_main_process(select, "selection")
     if "sft" in stages:
         job.sft(job.selected())
     if "dpo" in stages:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -33,6 +33,7 @@ from deita_train.online.config import OnlineConfig
 from deita_train.online.rescoring import ScoreTable, score_share, select_round, slice_positions
 from deita_train.online.rounds import drop_rounds_after, finished_rounds, read_scores, read_selected, write_round
 from deita_train.online.sampler import OnlineSampler, Round
+from deita_train.processes import on_main_process
 
 if TYPE_CHECKING:
     from deita_train.online.trainer import OnlineSFTTrainer
@@ -62,29 +63,23 @@ class OnlineSelectionCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         # The Trainer's own count: a step per `gradient_accumulation_steps` batches, the last one possibly short.
         self.steps_per_epoch = max(math.ceil(len(kwargs["train_dataloader"]) / args.gradient_accumulation_steps), 1)
-        process = PartialState()
-        if process.is_main_process:
-            drop_rounds_after(self.root, state.global_step if state.global_step > 0 else -1)
-        process.wait_for_everyone()
+        on_main_process(lambda: drop_rounds_after(self.root, state.global_step if state.global_step > 0 else -1),
+                        "online selection: removing rounds after the checkpoint")
         if state.global_step > 0:
             self.resume()
 
     def resume(self) -> None:
         """Put every finished round back into the sampler (read on the main process, broadcast)."""
-        process = PartialState()
-        rounds = None
-        if process.is_main_process:
-            rounds = [
-                Round(done["round"], done["epoch"], done["offset"],
-                      [self.position[row_id] for row_id in read_selected(self.root, done["round"])])
-                for done in finished_rounds(self.root)
-            ]
-        (rounds,) = broadcast_object_list([rounds])
+        rounds = on_main_process(lambda: [
+            Round(done["round"], done["epoch"], done["offset"],
+                  [self.position[row_id] for row_id in read_selected(self.root, done["round"])])
+            for done in finished_rounds(self.root)
+        ], "online selection: reading the finished rounds")
         for done in rounds:
             self.sampler.add(done)
         if rounds:
             self.last, self.previous = rounds[-1].index, rounds[-1].positions
-            if process.is_main_process:
+            if PartialState().is_main_process:
                 self.table = ScoreTable.from_dataset(read_scores(self.root, self.last), self.config.score_column)
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
@@ -108,21 +103,24 @@ class OnlineSelectionCallback(TrainerCallback):
                              self.candidates.select(share).to_list(), self.trainer.zero3)
         scoring = time.perf_counter() - started
         parts = gather_object([(self.sampler.drawn, share, scores)])
-        payload: list[Any] = [None, None, None]
-        if process.is_main_process:
-            payload = self.select(index, epoch, offset, parts, state, scoring)
-        picks, (epoch, offset), summary = broadcast_object_list(payload)
+        picks, (epoch, offset), summary = on_main_process(
+            lambda: self.select(index, epoch, offset, parts, state, scoring), f"online round {index}: selection")
         self.sampler.add(Round(index, epoch, offset, picks))
         digests = gather_object([self.sampler.digest(epoch)])
-        if process.is_main_process:
-            if len(set(digests)) != 1:
-                raise RuntimeError(f"online round {index}: the processes planned different sample orders {digests}")
-            summary |= {"processes": len(digests), "sequence_sha1": digests[0]}
-            summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
-            write_round(self.root, index, [self.ids[p] for p in picks],
-                        self.table.to_arrow(self.ids, self.config.score_column), summary)
+        on_main_process(lambda: self.record(index, picks, summary, digests, started),
+                        f"online round {index}: writing the round")
         self.last, self.previous = index, picks
         self.trainer.log_online(metrics(summary))
+
+    def record(self, index: int, picks: list[int], summary: dict[str, Any], digests: list[str],
+               started: float) -> None:
+        """Main process: check that every process planned the same sample order, then write `round_<index>/`."""
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"online round {index}: the processes planned different sample orders {digests}")
+        summary |= {"processes": len(digests), "sequence_sha1": digests[0]}
+        summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
+        write_round(self.root, index, [self.ids[p] for p in picks],
+                    self.table.to_arrow(self.ids, self.config.score_column), summary)
 
     def select(self, index: int, epoch: int, offset: int | None, parts: list, state: TrainerState,
                scoring: float) -> list[Any]:

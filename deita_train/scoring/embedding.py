@@ -60,7 +60,7 @@ class EmbeddingScorer(Scorer):
         if self.config.backend == "sentence_transformers":
             from sentence_transformers import SentenceTransformer
 
-            from deita_train.scoring.processes import process_state
+            from deita_train.processes import process_state
 
             with lm.outside_zero3_init():
                 self.encoder = SentenceTransformer(self.models()[0], device=str(process_state().device),

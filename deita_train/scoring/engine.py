@@ -26,9 +26,9 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
+from deita_train.processes import on_main_process, process_state
 from deita_train.scoring.base import SCORERS, Record, Score, Scorer, ScorerConfig, ScoringContext
 from deita_train.scoring.cache import ShardStore, shard_key
-from deita_train.scoring.processes import process_state
 from deita_train.storage import save_dataset
 
 
@@ -62,19 +62,22 @@ def score_pool(
         run_shards(scorer, column, records, [s for s in mine if not store.done(s.key)], store, state.is_main_process)
         plans[column] = (store, shards, reused)
     state.wait_for_everyone()
-    stats: dict[str, Any] = {}
-    if state.is_main_process:
-        scored = pool
-        for column, (store, shards, reused) in plans.items():
-            table, stats[column] = merge_shards(store, shards, [record["id"] for record in records])
-            stats[column]["shards"] = {"total": len(shards), "reused": reused}
-            scored = add_score_columns(scored, column, table)
-        save_dataset(scored, out_dir)
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        stats = {column: merge_shards(store, shards, [r["id"] for r in records])[1]
-                 for column, (store, shards, _) in plans.items()}
+    ids = [record["id"] for record in records]
+    stats = on_main_process(lambda: write_scored(pool, ids, plans, out_dir), "merging the scored shards")
     return load_from_disk(str(out_dir)), stats
+
+
+def write_scored(pool: Dataset, ids: list[int], plans: dict[str, tuple[ShardStore, list[Shard], int]],
+                 out_dir: Path) -> dict[str, Any]:
+    """Merge every scorer's shards into columns of `pool`, save it to `out_dir`, return per-scorer stats."""
+    stats: dict[str, Any] = {}
+    scored = pool
+    for column, (store, shards, reused) in plans.items():
+        table, stats[column] = merge_shards(store, shards, ids)
+        stats[column]["shards"] = {"total": len(shards), "reused": reused}
+        scored = add_score_columns(scored, column, table)
+    save_dataset(scored, out_dir)
+    return stats
 
 
 def length_estimate(record: Record) -> int:

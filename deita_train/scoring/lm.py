@@ -68,7 +68,7 @@ def load_tokenizer(config: ModelScorerConfig, context: ScoringContext) -> PreTra
 
 def load_model(config: ModelScorerConfig, context: ScoringContext, auto_class=AutoModelForCausalLM) -> PreTrainedModel:
     """The scoring model in eval mode on this process's device (Accelerate's `PartialState`)."""
-    from deita_train.scoring.processes import process_state
+    from deita_train.processes import process_state
 
     with outside_zero3_init():
         model = auto_class.from_pretrained(
