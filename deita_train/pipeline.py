@@ -72,9 +72,10 @@ class Run:
         return selected
 
     def selected(self) -> Dataset:
-        """What SFT trains on: `selected/` when the recipe selects, else the pool."""
+        """What SFT trains on: `selected/` when the recipe selects, else what selection would start from (`scored/`
+        when the recipe scores, so online selection can read those columns; else the pool)."""
         if self.recipe.select is None:
-            return self.pool
+            return self.scored()
         if not (self.out / "selected").is_dir():
             raise FileNotFoundError(f"{self.out / 'selected'} does not exist: run `deita-train select` first")
         return load_from_disk(str(self.out / "selected"))

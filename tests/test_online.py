@@ -214,3 +214,47 @@ def test_online_selection_with_lora_scores_with_the_adapters_in_place(tmp_path, 
     assert all(r["counts"]["rescored"] > 0 and r["counts"]["selected"] == done[0]["counts"]["selected"] for r in done)
     assert (tmp_path / "sft" / "adapter" / "adapter_model.safetensors").is_file()
     assert trainer_state(tmp_path)["global_step"] == 2 * math.ceil(done[0]["counts"]["selected"] / 4)
+
+
+def test_rho_loss_ranks_by_training_loss_minus_reference_loss(tmp_path, tiny_model, monkeypatch):
+    """RHO-LOSS from parts that exist: an offline `loss` column from the reference model, online `loss` with the
+    training model, `top_k` over their difference; round 0 (the initial weights) is checked against both scorers
+    run offline."""
+    import numpy as np
+
+    from deita_train.training.tiny_model import TinyModelConfig, build_tiny_model
+
+    from .scoring_fixtures import make_scorer
+
+    monkeypatch.chdir(REPO)
+    reference = build_tiny_model(tmp_path / "reference", TinyModelConfig(seed=1))  # same tokenizer, other weights
+    out = tmp_path / "run"
+    run(out, tiny_model, "score.reference_loss.type=loss", f"score.reference_loss.model={reference}",
+        "score.reference_loss.max_length=128", "online.scorer.type=loss", "online.select.score=score - reference_loss",
+        "online.select.budget=8", "online.pool_fraction=1.0", "sft.num_train_epochs=1")
+    candidates = load_from_disk(str(out / "scored"))
+    online = load_from_disk(str(out / "online" / "round_0" / "scores"))
+    trainable = set(online["id"])  # rows with an assistant token left after sft.max_length
+    assert len(trainable) >= len(candidates) - 1
+    candidates = candidates.filter(lambda row: row["id"] in trainable)
+    records = candidates.to_list()
+    training_loss = [s.value for s in make_scorer("loss", tiny_model, max_length=128).score_batch(records)]
+    reference_loss = [s.value for s in make_scorer("loss", reference, max_length=128).score_batch(records)]
+    assert_turns_close(candidates["reference_loss"], reference_loss, 1e-5)  # SFT's candidates carry the column
+    assert online["id"] == candidates["id"]
+    assert_turns_close(online["score"], training_loss, 1e-4)  # scored with the training model before any step
+    scorable = [i for i in range(len(records)) if training_loss[i] is not None and reference_loss[i] is not None]
+    difference = {i: sum(np.subtract(training_loss[i], reference_loss[i])) for i in scorable}
+    ranked = sorted(scorable, key=lambda i: (-difference[i], i))
+    assert rounds(out)[0]["ids"] == [records[i]["id"] for i in ranked[:8]]
+    by_loss = sorted(scorable, key=lambda i: (-sum(training_loss[i]), i))
+    assert set(ranked[:8]) != set(by_loss[:8])  # the reference changes the choice: not plain top-loss
+
+
+def assert_turns_close(got: list, expected: list, atol: float) -> None:
+    """Per-turn score lists equal within `atol`, nulls in the same rows."""
+    assert len(got) == len(expected)
+    for row, (value, want) in enumerate(zip(got, expected, strict=True)):
+        assert (value is None) == (want is None), row
+        if value is not None:
+            assert value == pytest.approx(want, abs=atol), row

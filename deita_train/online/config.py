@@ -22,10 +22,18 @@ class OnlineConfig:
     > What a round does
 
     It scores a seeded random `pool_fraction` of the candidates (the rows SFT was given: `selected/` when the
-    recipe selects, else the pool) with `scorer` run on the training model; rows outside the slice keep the
-    score of the round that last scored them, rows never scored (or unscorable) are left out. Then `select`
-    picks `select.budget` rows, which fixes the number of optimizer steps per epoch. Slices are drawn with
-    (seed, k); a strategy that draws (`random`) gets seed + k.
+    recipe selects, else `scored/` when it scores, else the pool) with `scorer` run on the training model; rows
+    outside the slice keep the score of the round that last scored them, rows never scored (or unscorable) are
+    left out. Then `select` picks `select.budget` rows, which fixes the number of optimizer steps per epoch; its
+    filters and score expressions see the candidates' columns (offline scores included) beside `score_column`.
+    Slices are drawn with (seed, k); a strategy that draws (`random`) gets seed + k.
+
+    > RHO-LOSS (Mindermann et al., 2022)
+
+    Score the candidates offline with `loss` under the irreducible-loss model (a small model trained on held-out
+    data, with the training model's tokenizer and `convention`), e.g. `score: {reference_loss: {type: loss,
+    model: ...}}`; online, use `scorer: {type: loss}` and `select: {strategy: top_k, score: score -
+    reference_loss}`: each turn's training loss minus its irreducible loss, summed over turns, highest first.
     """
 
     select: Any = field(metadata={"help": "A `select:` block (strategy, filters, options); `budget` is required."})

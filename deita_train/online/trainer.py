@@ -35,7 +35,7 @@ class OnlineSFTTrainer(SFTTrainer):
         budget = online.select.options.budget
         if budget > len(trainable):
             raise ValueError(f"online.select.budget: {budget} is more than the {len(trainable)} trainable candidates "
-                             "(the selected rows, or the pool when the recipe does not select)")
+                             "(the selected rows; when the recipe does not select, the scored pool or the pool)")
         self.online_sampler = OnlineSampler(budget, self.args.seed)
         self.add_callback(OnlineSelectionCallback(self, online, trainable, online_dir,
                                                   untrainable=len(candidates) - len(trainable)))
