@@ -148,3 +148,20 @@ def test_loss_scorer_is_ifds_conditioned_loss_and_use_scores_an_in_memory_model(
             assert got.value == pytest.approx(want.value, abs=1e-6)
     # per pass (conditioned, direct): the decoder passes, then the head calls of each one: 2 dummies with no rows
     assert counts[0] > 0 and counts.count(0) == 2 * 2
+
+
+@pytest.mark.parametrize("convention", ["superfiltering", "cherry"])
+@pytest.mark.parametrize("direct", [True, False])
+def test_batch_tokenized_passes_equal_one_text_at_a_time(gpt2_model, convention, direct):  # noqa: F811
+    """`prepare` tokenizes a whole batch in one call; the passes equal encoding each text on its own."""
+    from functools import partial
+
+    from deita_train.scoring import lm
+    from deita_train.scoring.ifd import record_passes
+
+    scorer = make_scorer("ifd", gpt2_model, convention=convention, max_length=48)
+    records = mixed_records() + [record(90, [("word " * 60, "an answer")]), record(91, [("Say hi", "hi")])]
+    one_at_a_time = [record_passes(partial(lm.encode, scorer.tokenizer), scorer.bos, r, convention, 48, direct)
+                     for r in records]
+    assert scorer.prepare(records, direct) == one_at_a_time
+    assert any(isinstance(p, str) for p in one_at_a_time) and any(not isinstance(p, str) for p in one_at_a_time)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from deita_train.data.conversation import Turn, turns
 from deita_train.scoring import lm
@@ -87,8 +88,11 @@ class DeitaScorer(Scorer):
         return [lm.model_name(self.config, self.context)]
 
     def load(self) -> None:
-        self.tokenizer = lm.load_tokenizer(self.config, self.context)
-        self.model = lm.load_model(self.config, self.context)
+        self.use(lm.load_model(self.config, self.context), lm.load_tokenizer(self.config, self.context))
+
+    def use(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Score with a model already in memory instead of `load` (e.g. a randomly initialised one in a benchmark)."""
+        self.model, self.tokenizer = model, tokenizer
         self.digits = digit_ids(self.tokenizer)
         self.bos = lm.bos_prefix(self.tokenizer)
         empty = len(self.bos) + len(lm.encode(self.tokenizer, self.template.format(instruction="", output="")))

@@ -81,13 +81,16 @@ class TurnPasses:
     truncated: bool
 
 
-def turn_passes(tokenizer, bos: list[int], prompt: str, answer: str, prefix: str | None,
+def turn_passes(encode: Callable[[str], list[int]], bos: list[int], prompt: str, answer: str, prefix: str | None,
                 max_length: int) -> TurnPasses | str:
-    """Both passes of one turn (the conditioned one only when `prefix` is None), or the reason it cannot be scored."""
-    start = len(bos) + len(lm.encode(tokenizer, prompt))
+    """Both passes of one turn (the conditioned one only when `prefix` is None), or the reason it cannot be scored.
+
+    `encode` gives a text's token ids without special tokens (`lm.encode`, or a lookup of `lm.encode_many`).
+    """
+    start = len(bos) + len(encode(prompt))
     if start >= max_length:
         return "prompt fills max_length"
-    whole = bos + lm.encode(tokenizer, prompt + answer)
+    whole = bos + encode(prompt + answer)
     truncated = len(whole) > max_length
     whole = whole[:max_length]
     kept = len(whole) - start
@@ -95,8 +98,8 @@ def turn_passes(tokenizer, bos: list[int], prompt: str, answer: str, prefix: str
         return "empty answer"
     if prefix is None:
         return TurnPasses(whole, start, [], 0, truncated)
-    direct_start = len(bos) + len(lm.encode(tokenizer, prefix))
-    direct = bos + lm.encode(tokenizer, prefix + answer)
+    direct_start = len(bos) + len(encode(prefix))
+    direct = bos + encode(prefix + answer)
     first = max(direct_start, 1)  # with neither BOS nor prefix, a_1 has nothing to be predicted from
     direct = direct[: first + kept] if truncated else direct[:max_length]
     if len(direct) <= first:
@@ -104,13 +107,21 @@ def turn_passes(tokenizer, bos: list[int], prompt: str, answer: str, prefix: str
     return TurnPasses(whole, start, direct, first, truncated)
 
 
-def record_passes(tokenizer, bos: list[int], record: Record, convention: Convention, max_length: int,
-                  direct: bool = True) -> list[TurnPasses] | str:
+def pass_texts(record: Record, convention: Convention, direct: bool) -> list[str]:
+    """Every text `record_passes` encodes for `record`."""
+    prefix = direct_prefix(convention)
+    extra = (lambda answer: [prefix, prefix + answer]) if direct else (lambda answer: [])
+    return [text for prompt, answer in turn_texts(record, convention)
+            for text in (prompt, prompt + answer, *extra(answer))]
+
+
+def record_passes(encode: Callable[[str], list[int]], bos: list[int], record: Record, convention: Convention,
+                  max_length: int, direct: bool = True) -> list[TurnPasses] | str:
     """Every turn's passes, or the reason of the first turn that cannot be scored (the record then has no value)."""
     passes = []
     prefix = direct_prefix(convention) if direct else None
     for prompt, answer in turn_texts(record, convention):
-        turn = turn_passes(tokenizer, bos, prompt, answer, prefix, max_length)
+        turn = turn_passes(encode, bos, prompt, answer, prefix, max_length)
         if isinstance(turn, str):
             return turn
         passes.append(turn)
@@ -165,9 +176,10 @@ class TurnLossScorer(Scorer):
         del self.model, self.tokenizer
 
     def prepare(self, batch: list[Record], direct: bool) -> list[list[TurnPasses] | str]:
-        """Every record's passes, or the reason it cannot be scored."""
-        return [record_passes(self.tokenizer, self.bos, r, self.config.convention, self.max_length, direct)
-                for r in batch]
+        """Every record's passes, or the reason it cannot be scored; the batch's texts are tokenized in one call."""
+        convention = self.config.convention
+        ids = lm.encode_many(self.tokenizer, [text for r in batch for text in pass_texts(r, convention, direct)])
+        return [record_passes(ids.__getitem__, self.bos, r, convention, self.max_length, direct) for r in batch]
 
     def mean_losses(
         self, prepared: list[list[TurnPasses] | str], part: Callable[[TurnPasses], tuple[list[int], int]]

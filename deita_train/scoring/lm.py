@@ -116,6 +116,14 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def encode_many(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, list[int]]:
+    """Token ids (no special tokens) of each distinct text, from one batched call (the Rust tokenizer's threads)."""
+    distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        return {}
+    return dict(zip(distinct, tokenizer(distinct, add_special_tokens=False)["input_ids"], strict=True))
+
+
 def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """Id written in padded positions; masked out, so any id works when the tokenizer has no pad token."""
     if tokenizer.pad_token_id is not None:
