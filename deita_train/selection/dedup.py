@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 import torch
 from datasets import Dataset
@@ -91,6 +90,11 @@ def neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborStats:
 
 def faiss_neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborStats:
     """FAISS CPU: a k-NN search, plus a range search for saturated rows, in blocks of queries."""
+    try:
+        import faiss  # here, not at import time: hosts without FAISS still load the other strategies
+    except ImportError as error:
+        raise ImportError("dedup: the faiss backend needs FAISS (`pip install faiss-cpu`); or set `backend: torch` "
+                          "(exact blocked search with matrix products)") from error
     n, d = vectors.shape
     if config.index == "flat":
         index = faiss.IndexFlatL2(d)

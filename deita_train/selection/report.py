@@ -9,20 +9,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-
-from deita_train.selection.scores import arrow_column, embedding_matrix  # noqa: E402
+from deita_train.selection.scores import arrow_column, embedding_matrix
 
 EMBEDDING_MIN_SIZE = 16
 PCA_SAMPLE = 20000  # pool rows (and selected rows) drawn for the PCA map
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a report is drawn (not at import time)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def write_report(pool: Dataset, positions: list[int], report_dir: Path, seed: int) -> list[str]:
@@ -70,6 +76,7 @@ def per_sample(array: pa.Array) -> np.ndarray:
 
 def histogram(column: str, pool: np.ndarray, selected: np.ndarray, report_dir: Path) -> str:
     pool, selected = pool[~np.isnan(pool)], selected[~np.isnan(selected)]
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     if len(pool):
         bins = np.histogram_bin_edges(pool, bins=40)
@@ -96,6 +103,7 @@ def pca_map(
     mean = data.mean(0)
     _, _, basis = torch.pca_lowrank(data - mean, q=2, center=False, niter=4)
     project = lambda rows: ((torch.from_numpy(vectors[rows]) - mean) @ basis).numpy()  # noqa: E731
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 6))
     pool_xy, chosen_xy = project(background), project(marked)
     axis.scatter(pool_xy[:, 0], pool_xy[:, 1], s=3, c="lightgray", label=f"pool (n={len(vectors)})")
