@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/selection.py [--n 100000 --dim 4096 --budget 6000 --ref-seconds 120
                                             --dedup-n 200000 --dedup-dim 768 --nlist 1024 --nprobe 4]
+    PYTHONPATH=. python bench/selection.py --n 300000 --ref-seconds 0 --dedup-n 1000000   # H200: the full Deita pool
 
 1. `deita` Repr Filter on synthetic clustered vectors (fixed seed): the blocked implementation
    (`deita_train.selection.deita.repr_filter`) over the whole pool, against a loop written the way
@@ -10,8 +11,9 @@
    candidates it finishes, its picks are compared with the blocked picks on that prefix, and its time
    for the whole pool is extrapolated from a fitted cost model `t(candidate) = a + b * K` (K = size
    of the selected set when the candidate is tested), summed over the K trajectory of the full run.
-2. `dedup` statistics (nearest other row, repeats within radius, Magpie duplicate flag) with FAISS
-   IVF-Flat on the CPU over `--dedup-n` x `--dedup-dim` normalized vectors with planted near-duplicates.
+2. `dedup` statistics (nearest other row, repeats within radius, Magpie duplicate flag) over `--dedup-n` x
+   `--dedup-dim` normalized vectors with planted near-duplicates: FAISS IVF-Flat on the CPU, or with CUDA the
+   exact blocked torch search (`--dedup-backend`), checked against a brute force on 2,000 sampled rows.
 Peak memory: the process's peak RSS (VmHWM, reset before each phase through /proc/self/clear_refs).
 """
 
@@ -98,6 +100,15 @@ def bench_deita(args) -> list[str]:
     picked_at = np.sort([position[p] for p in picks])
     k_trajectory = np.searchsorted(picked_at, np.arange(1, scanned), side="left")
 
+    lines += [
+        f"deita: N={args.n:,} D={args.dim:,} budget={args.budget:,} threshold={args.threshold} "
+        f"block={args.block_size} device={device} seed={args.seed}",
+        f"  pool: 90% in tight clusters of ~30 (cos ~0.96), 10% singletons; scanned {scanned:,} candidates "
+        f"to select {len(picks):,}; pool+unit vectors {units.nbytes / 2**30:.2f} GiB (RSS before: {base:.2f} GiB)",
+        f"  blocked, whole pool:        {blocked_seconds:9.2f} s   peak RSS {blocked_peak:.2f} GiB",
+    ]
+    if args.ref_seconds <= 0:
+        return lines + ["  reference loop: skipped (--ref-seconds 0)"]
     reset_peak()
     ref_picks, visited, ref_seconds, timings, sizes = reference_loop(
         units, order, args.threshold, args.budget, args.ref_seconds
@@ -110,11 +121,6 @@ def bench_deita(args) -> list[str]:
     a, b = np.polyfit(sizes.astype(np.float64), timings, 1)[::-1]
     ref_full = float(np.sum(a + b * k_trajectory)) if visited < scanned else ref_seconds
     lines += [
-        f"deita: N={args.n:,} D={args.dim:,} budget={args.budget:,} threshold={args.threshold} "
-        f"block={args.block_size} device={device} seed={args.seed}",
-        f"  pool: 90% in tight clusters of ~30 (cos ~0.96), 10% singletons; scanned {scanned:,} candidates "
-        f"to select {len(picks):,}; pool+unit vectors {units.nbytes / 2**30:.2f} GiB (RSS before: {base:.2f} GiB)",
-        f"  blocked, whole pool:        {blocked_seconds:9.2f} s   peak RSS {blocked_peak:.2f} GiB",
         f"  reference loop, prefix:     {ref_seconds:9.2f} s   for the first {visited:,} candidates "
         f"(K up to {len(ref_picks):,}), peak RSS {ref_peak:.2f} GiB",
         f"  blocked, same prefix:       {blocked_prefix_seconds:9.2f} s   -> measured ratio "
@@ -137,10 +143,14 @@ def bench_dedup(args) -> list[str]:
     noise = 0.05 * rng.standard_normal((len(copies), args.dedup_dim), dtype=np.float32)
     vectors[copies] = vectors[rng.choice(args.dedup_n, size=len(copies))] + noise
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    config = DedupConfig(backend="faiss", index="ivf", nlist=args.nlist, nprobe=args.nprobe)
+    config = DedupConfig(backend=args.dedup_backend, index="ivf", nlist=args.nlist, nprobe=args.nprobe)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     stats = neighbor_stats(vectors, config)
     seconds = time.perf_counter() - started
+    gpu_peak = f", GPU peak allocated {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else ""
     sample = rng.choice(args.dedup_n, size=2000, replace=False)
     exact = np.empty(len(sample), dtype=np.float32)
     exact_repeats = np.empty(len(sample), dtype=np.int64)
@@ -157,14 +167,20 @@ def bench_dedup(args) -> list[str]:
     planted = np.isin(sample, copies)
     agree = float(np.mean(stats.duplicate[sample] == exact_duplicate))
     repeats_agree = float(np.mean(stats.repeat_count[sample] == exact_repeats))
+    if args.dedup_backend == "faiss":
+        method = (f"FAISS IndexIVFFlat nlist={args.nlist} nprobe={args.nprobe} (CPU, {torch.get_num_threads()} "
+                  "threads); train + add + 16-NN (+ range search on saturated rows)")
+    else:
+        method = f"exact blocked matrix products (torch, {'cuda' if cuda else 'cpu'})"
     return [
-        f"dedup: N={args.dedup_n:,} D={args.dedup_dim} FAISS IndexIVFFlat nlist={args.nlist} nprobe={args.nprobe} "
-        f"(CPU, {torch.get_num_threads()} threads), radius 0.05, {len(copies):,} planted near-copies",
-        f"  train + add + 16-NN (+ range search on saturated rows): {seconds:.1f} s, peak RSS {peak_rss_gib():.2f} GiB",
+        f"dedup: N={args.dedup_n:,} D={args.dedup_dim} {args.dedup_backend}, radius 0.05, "
+        f"{len(copies):,} planted near-copies",
+        f"  {method}: {seconds:.1f} s, peak RSS {peak_rss_gib():.2f} GiB{gpu_peak}",
         f"  duplicates flagged {int(stats.duplicate.sum()):,}; with repeats {int((stats.repeat_count > 0).sum()):,}",
         f"  vs exact brute force on 2,000 sampled rows ({int(planted.sum())} planted copies among them): "
         f"duplicate flag agrees {agree:.3f}, repeat_count agrees {repeats_agree:.3f}, "
-        f"nearest-other distance exact {recall:.3f} (random rows' nearest neighbour is far and IVF-approximate)",
+        f"nearest-other distance exact {recall:.3f}"
+        + (" (random rows' nearest neighbour is far and IVF-approximate)" if args.dedup_backend == "faiss" else ""),
     ]
 
 
@@ -175,9 +191,12 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=6000)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--block-size", type=int, default=1024)
-    parser.add_argument("--ref-seconds", type=float, default=120.0)
+    parser.add_argument("--ref-seconds", type=float, default=120.0, help="0: skip the reference loop")
     parser.add_argument("--dedup-n", type=int, default=200_000)  # 1M x 768 (--nlist 2048): 9 min on 2 cores
     parser.add_argument("--dedup-dim", type=int, default=768)
+    parser.add_argument("--dedup-backend", choices=["faiss", "torch"],
+                        default="torch" if torch.cuda.is_available() else "faiss",
+                        help="faiss IVF on the CPU, or the exact torch search (the GPU host has no FAISS)")
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--nprobe", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)

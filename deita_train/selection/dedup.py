@@ -140,7 +140,8 @@ def torch_neighbor_stats(points: torch.Tensor, radius: float, block: int) -> Nei
     duplicate = torch.empty(n, dtype=torch.bool, device=points.device)
     for start in range(0, n, block):
         rows = torch.arange(start, min(start + block, n), device=points.device)
-        squared = (squared_norms[rows, None] + squared_norms[None, :] - 2 * points[rows] @ points.T).clamp_min(0)
+        squared = points[rows] @ points.T  # then |x|^2 + |y|^2 - 2<x, y> in place: one [block, n] buffer
+        squared.mul_(-2).add_(squared_norms[None, :]).add_(squared_norms[rows, None]).clamp_min_(0)
         squared[rows - start, rows] = float("inf")  # not its own neighbour
         nearest[rows] = squared.min(1).values
         close = squared < radius
