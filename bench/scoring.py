@@ -49,6 +49,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2To
 from bench.training import cpu_peak_flops
 from deita_train.data.conversation import turns
 from deita_train.scoring import SCORERS, ScoringContext, lm
+from deita_train.scoring.batching import token_batches
 from deita_train.scoring.deita import QUALITY_TEMPLATE, DeitaQualityScorer, DeitaScorerConfig
 from deita_train.scoring.ifd import instruction_prompt, record_passes
 
@@ -145,18 +146,25 @@ def timed(function: Callable[[], object]) -> tuple[object, float]:
     return result, time.perf_counter() - start
 
 
-def ifd_work(scorer, rows: list[dict]) -> tuple[list[int], list[int], list[int]]:
-    """Lengths of both passes of every scorable row, and the positions whose logits each side needs."""
+def ifd_work(scorer, rows: list[dict]) -> tuple[list[list[int]], list[int], list[int]]:
+    """Lengths of each pass kind (the scorer batches conditioned and direct passes apart), and the positions whose
+    logits each side needs, in the order of the concatenated lengths."""
     passes = [p[0] for p in scorer.prepare(rows, direct=True) if not isinstance(p, str)]
-    lengths = [len(t.conditioned) for t in passes] + [len(t.direct) for t in passes]
+    groups = [[len(t.conditioned) for t in passes], [len(t.direct) for t in passes]]
     answers = [len(t.conditioned) - t.conditioned_start for t in passes]
     answers += [len(t.direct) - t.direct_start for t in passes]
-    return lengths, lengths, answers  # the reference computes logits at every position
+    return groups, groups[0] + groups[1], answers  # the reference computes logits at every position
 
 
-def deita_work(scorer, rows: list[dict]) -> tuple[list[int], list[int], list[int]]:
+def deita_work(scorer, rows: list[dict]) -> tuple[list[list[int]], list[int], list[int]]:
     lengths = [len(scorer.prompt_ids(scorer.fields(turns(r["messages"])[0]))[0]) for r in rows]
-    return lengths, [1] * len(rows), [1] * len(rows)
+    return [lengths], [1] * len(rows), [1] * len(rows)
+
+
+def padding(groups: list[list[int]], budget: int) -> float:
+    """Padded tokens over real tokens of the batches the scorer forms (`token_batches`) at `budget`."""
+    padded = sum(len(batch) * lengths[batch[0]] for lengths in groups for batch in token_batches(lengths, budget))
+    return padded / sum(map(sum, groups))
 
 
 def ifd_preparation(scorer, rows: list[dict]) -> dict[str, float]:
@@ -189,8 +197,10 @@ def side_by_side(args, rows: list[dict], model_dir: Path) -> list[dict]:
             scorer.load()
             scorer.score_batch(rows[: args.warmup_rows])
             scores, batched_s = timed(lambda: scorer.score_batch(rows))  # noqa: B023
-            lengths, _, needed_heads = work(scorer, rows)
-            reference_lengths, reference_heads, reference_needed = work(scorer, reference_rows)
+            groups, _, needed_heads = work(scorer, rows)
+            lengths = [n for group in groups for n in group]
+            reference_groups, reference_heads, reference_needed = work(scorer, reference_rows)
+            reference_lengths = [n for group in reference_groups for n in group]
             # unscorable rows (e.g. a one-token answer: no BOS to predict it from) have no value to compare
             diff = max(abs(s.value[0] - v) for s, v in zip(scores, reference_values, strict=False)
                        if s.value is not None)
@@ -199,7 +209,7 @@ def side_by_side(args, rows: list[dict], model_dir: Path) -> list[dict]:
                 "tokens": sum(lengths), "batched_s": batched_s, "reference_rows": len(reference_rows),
                 "reference_tokens": sum(reference_lengths), "reference_s": reference_s,
                 "speedup": (len(rows) / batched_s) / (len(reference_rows) / reference_s), "max_abs_diff": diff,
-                "unscorable": sum(s.value is None for s in scores),
+                "unscorable": sum(s.value is None for s in scores), "padding": padding(groups, budget),
                 "prepare": ifd_preparation(scorer, rows) if kind == "ifd" else None,
                 "batched_flops": forward_flops(scorer.model, lengths, needed_heads),
                 "reference_flops": forward_flops(reference_model, reference_lengths, reference_heads),
@@ -226,7 +236,7 @@ def deita_mfu(args, rows: list[dict]) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     scores, seconds = timed(lambda: scorer.score_batch(rows))
-    lengths = deita_work(scorer, rows)[0]
+    lengths = deita_work(scorer, rows)[0][0]
     flops = forward_flops(model, lengths, [1] * len(rows))
     result = {"size": args.mfu_size, "parameters": sum(p.numel() for p in model.parameters()),
               "batch_tokens": args.mfu_batch_tokens, "dtype": args.dtype, "rows": len(rows), "tokens": sum(lengths),
@@ -239,13 +249,13 @@ def deita_mfu(args, rows: list[dict]) -> dict:
 
 def print_tables(args, results: list[dict], mfu: dict | None) -> None:
     print("| scorer | batch tokens | dtype | rows | tokens | batched samples/s | batched tokens/s | reference rows | "
-          "reference samples/s | reference tokens/s | speedup | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "reference samples/s | reference tokens/s | speedup | max abs diff | padded / real tokens |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['scorer']} | {r['batch_tokens']} | {r['dtype']} | {r['rows']} | {r['tokens']} | "
               f"{r['rows'] / r['batched_s']:.2f} | {r['tokens'] / r['batched_s']:.0f} | {r['reference_rows']} | "
               f"{r['reference_rows'] / r['reference_s']:.2f} | {r['reference_tokens'] / r['reference_s']:.0f} | "
-              f"{r['speedup']:.2f}x | {r['max_abs_diff']:.2e} |")
+              f"{r['speedup']:.2f}x | {r['max_abs_diff']:.2e} | {r['padding']:.2f} |")
     for r in results:
         if r["prepare"]:
             print(f"\nHost-side IFD preparation of {r['rows']} rows (tokenizing, building both passes; no model): "
