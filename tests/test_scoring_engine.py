@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import Dataset, load_from_disk
 
 from deita_train.scoring import SCORERS, ScoringContext
@@ -98,7 +99,12 @@ print(f"process {PartialState().process_index} of {PartialState().num_processes}
 
 @pytest.mark.slow
 def test_two_processes_write_the_same_scored_as_one(tiny_model, tmp_path):
-    single, _ = run(tiny_model, tmp_path / "one")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each launched process (OMP_NUM_THREADS=1): same GEMM summation order, same bits
+    try:
+        single, _ = run(tiny_model, tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
     script = tmp_path / "score.py"
     script.write_text(SCRIPT)
     env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
