@@ -30,6 +30,7 @@ SCRIPT = textwrap.dedent("""
     state.wait_for_everyone()  # the collectives still line up after the failure
     with open(f"{sys.argv[1]}/rank{state.process_index}.json", "w") as f:
         json.dump(outcome, f)
+    state.destroy_process_group()
 """)
 
 

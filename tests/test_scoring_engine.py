@@ -94,6 +94,7 @@ from tests.test_scoring_engine import run
 from accelerate import PartialState
 scored, stats = run(Path(sys.argv[1]), Path(sys.argv[2]))
 print(f"process {PartialState().process_index} of {PartialState().num_processes}: {len(scored)} rows")
+PartialState().destroy_process_group()
 """
 
 

@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     from deita_train.pipeline import run
 
     job = run(recipe, STAGE_COMMANDS[args.command])
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         print_outputs(job.out)
+    state.destroy_process_group()  # a gloo/NCCL group still alive at interpreter exit can abort the process
     return 0
 
 
