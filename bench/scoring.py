@@ -189,6 +189,7 @@ def side_by_side(args, rows: list[dict], model_dir: Path) -> list[dict]:
     ]:
         reference(rows[: args.warmup_rows])
         reference_values, reference_s = timed(lambda: reference(reference_rows))  # noqa: B023
+        shapes = None  # what the rows tokenize to does not depend on the budget: built once per scorer
         for budget in args.batch_tokens:
             cls = SCORERS.get(kind, kind)
             options = {"max_length": 1024} if kind == "deita_quality" else {}
@@ -197,9 +198,11 @@ def side_by_side(args, rows: list[dict], model_dir: Path) -> list[dict]:
             scorer.load()
             scorer.score_batch(rows[: args.warmup_rows])
             scores, batched_s = timed(lambda: scorer.score_batch(rows))  # noqa: B023
-            groups, _, needed_heads = work(scorer, rows)
+            if shapes is None:
+                shapes = (work(scorer, rows), work(scorer, reference_rows),
+                          ifd_preparation(scorer, rows) if kind == "ifd" else None)
+            (groups, _, needed_heads), (reference_groups, reference_heads, reference_needed), prepare = shapes
             lengths = [n for group in groups for n in group]
-            reference_groups, reference_heads, reference_needed = work(scorer, reference_rows)
             reference_lengths = [n for group in reference_groups for n in group]
             # unscorable rows (e.g. a one-token answer: no BOS to predict it from) have no value to compare
             diff = max(abs(s.value[0] - v) for s, v in zip(scores, reference_values, strict=False)
@@ -210,7 +213,7 @@ def side_by_side(args, rows: list[dict], model_dir: Path) -> list[dict]:
                 "reference_tokens": sum(reference_lengths), "reference_s": reference_s,
                 "speedup": (len(rows) / batched_s) / (len(reference_rows) / reference_s), "max_abs_diff": diff,
                 "unscorable": sum(s.value is None for s in scores), "padding": padding(groups, budget),
-                "prepare": ifd_preparation(scorer, rows) if kind == "ifd" else None,
+                "prepare": prepare,
                 "batched_flops": forward_flops(scorer.model, lengths, needed_heads),
                 "reference_flops": forward_flops(reference_model, reference_lengths, reference_heads),
                 "needed_flops_reference_rows": forward_flops(reference_model, reference_lengths, reference_needed),
