@@ -81,8 +81,13 @@ def parse_callbacks(data: Any, problems: list[str], key: str = "callbacks") -> l
     if not isinstance(data, list):
         problems.append(f"{key}: expected a list of mappings like {{name: score_logger}}, got {type(data).__name__}")
         return []
-    configs = [build_registered(CALLBACKS, entry, f"{key}.{i}", "name", problems) for i, entry in enumerate(data)]
+    configs = [build_registered(CALLBACKS, entry, f"{key}.{i}", "name", problems, config_of=config_class)
+               for i, entry in enumerate(data)]
     return [config for config in configs if config is not None]
+
+
+def config_class(callback: type[RecipeCallback]) -> type[CallbackConfig]:
+    return callback.config_class
 
 
 def instantiate_callbacks(configs: list[CallbackConfig], context: CallbackContext) -> list[TrainerCallback]:

@@ -18,11 +18,11 @@ from deita_train.callbacks.backends import ReportWriter
 from deita_train.callbacks.base import CallbackConfig, RecipeCallback, register_callback
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from deita_train.data.config import SourceConfig
 from deita_train.evaluation.generation import generate
 from deita_train.evaluation.judge import JudgeClient, JudgeConfig, summarize
 from deita_train.evaluation.loss import heldout_loss
 from deita_train.evaluation.mt_bench import judge_messages, questions
-from deita_train.recipe.schema import SourceConfig
 
 
 @dataclass

@@ -1,32 +1,47 @@
-"""The run, top to bottom: pool -> score -> select -> sft -> dpo. Each stage also runs on its own,
-reading what the stage before it wrote under `output_dir`.
+"""The run, top to bottom: pool -> score -> select -> sft -> dpo. Each stage also runs on its own, reading what the
+stage before it wrote under `output_dir`, once that output's manifest says this recipe made it (manifest.py): a
+stage whose manifest matches is skipped ("up to date"), `force` re-runs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from functools import cached_property, partial
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_from_disk
 
 from deita_train.data.sources import load_sources
+from deita_train.manifest import StagePlan
+from deita_train.plans import stage_plans
 from deita_train.processes import on_main_process, process_state
-from deita_train.recipe.schema import ModelConfig, Recipe
+from deita_train.recipe.schema import Recipe
 from deita_train.scoring.base import ScoringContext
-from deita_train.storage import write_json, write_text
+from deita_train.storage import load_dataset_dir, write_json, write_text
+from deita_train.training.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
+VERSIONED = ("deita-train", "torch", "transformers", "trl", "accelerate", "datasets", "deepspeed", "peft")
+
 
 class Run:
-    """One recipe's outputs under `recipe.output_dir`, and the report gathered while producing them."""
+    """One recipe's outputs under `recipe.output_dir`, and the report gathered while producing them.
 
-    def __init__(self, recipe: Recipe) -> None:
+    Args:
+        invocation: how the user named the recipe and its overrides, for the commands that error messages suggest.
+    """
+
+    def __init__(self, recipe: Recipe, invocation: str = "RECIPE") -> None:
         self.recipe = recipe
         self.out = recipe.output_dir
-        self.report: dict[str, Any] = {}
+        self.plans: dict[str, StagePlan] = stage_plans(recipe)
+        self.invocation = invocation
+        self.report: dict[str, Any] = {"stages": {}}
 
     @cached_property
     def pool(self) -> Dataset:
@@ -35,32 +50,27 @@ class Run:
         self.report["pool"] = {"rows": len(pool), **data_report.to_dict()}
         return pool
 
-    def score(self) -> Dataset:
+    def score(self) -> None:
         from deita_train.scoring.engine import score_pool
 
         model = self.recipe.model
-        context = ScoringContext(
-            model_name_or_path=model.name_or_path if model else None,
-            trust_remote_code=model.trust_remote_code if model else False,
-            seed=self.recipe.seed,
-        )
+        context = ScoringContext(model_name_or_path=model.name_or_path if model else None, seed=self.recipe.seed)
         scored, stats = score_pool(self.pool, self.recipe.score, context, self.out / "scored")
         self.report["score"] = stats
         logger.info("scored %d rows -> %s", len(scored), self.out / "scored")
-        return scored
 
     def scored(self) -> Dataset:
         """What selection starts from: `scored/` when the recipe scores, else the pool as loaded."""
         if not self.recipe.score:
             return self.pool
-        if not (self.out / "scored").is_dir():
-            raise FileNotFoundError(f"{self.out / 'scored'} does not exist: run `deita-train score` first")
+        self.plans["score"].require(self.invocation)
         return load_from_disk(str(self.out / "scored"))
 
-    def select(self, scored: Dataset) -> Dataset:
+    def select(self) -> None:
         from deita_train.selection.publish import dataset_card, push_selected
         from deita_train.selection.runner import select
 
+        scored = self.scored()
         selected, summary = select(scored, self.recipe.select, self.recipe.seed, self.out)
         self.report["select"] = summary
         card = dataset_card(self.recipe, summary)
@@ -69,22 +79,25 @@ class Run:
             push_selected(selected, card, self.recipe.hub)
             logger.info("pushed the selected rows to the hub dataset %s", self.recipe.hub.dataset_id)
         logger.info("selected %d of %d rows -> %s", len(selected), len(scored), self.out / "selected")
-        return selected
 
     def selected(self) -> Dataset:
         """What SFT trains on: `selected/` when the recipe selects, else what selection would start from (`scored/`
-        when the recipe scores, so online selection can read those columns; else the pool)."""
+        when the recipe scores, so online selection can read those columns; else the pool), loaded into memory so
+        that TRL's tokenized copies never land as cache files in those folders."""
         if self.recipe.select is None:
-            return self.scored()
-        if not (self.out / "selected").is_dir():
-            raise FileNotFoundError(f"{self.out / 'selected'} does not exist: run `deita-train select` first")
-        return load_from_disk(str(self.out / "selected"))
+            if not self.recipe.score:
+                return self.pool
+            self.plans["score"].require(self.invocation)
+            return load_dataset_dir(self.out / "scored")
+        self.plans["select"].require(self.invocation)
+        return load_dataset_dir(self.out / "selected")
 
-    def sft(self, conversations: Dataset) -> None:
+    def sft(self) -> None:
         from deita_train.callbacks import CallbackContext, instantiate_callbacks
         from deita_train.training.eval_data import hold_out
         from deita_train.training.sft import train_sft
 
+        conversations = self.selected()
         conversations, evaluation, eval_report = hold_out(conversations, self.recipe.sft, "sft", self.recipe.seed)
         context = CallbackContext(
             output_dir=self.out,
@@ -110,50 +123,73 @@ class Run:
         from deita_train.training.dpo import train_dpo
         from deita_train.training.eval_data import hold_out
 
-        stage = self.recipe.dpo
-        if stage.model is not None:
+        stage, recipe = self.recipe.dpo, self.recipe
+        if stage.model is not None:  # its own model, with its own trust_remote_code
             start_from = stage.model
-        elif self.recipe.sft is not None:
-            start_from = str(self.out / "sft")
+            model_config = dataclasses.replace(recipe.model or ModelConfig(name_or_path=stage.model),
+                                               name_or_path=stage.model, trust_remote_code=stage.trust_remote_code)
+        elif recipe.sft is not None:
+            self.plans["sft"].require(self.invocation)
+            start_from, model_config = str(self.out / "sft"), recipe.model
         else:
-            start_from = self.recipe.model.name_or_path
-        model_config = self.recipe.model or ModelConfig(name_or_path=start_from)
-        preferences, data_report = load_sources(stage.dataset, self.recipe.seed, preference=True)
+            start_from, model_config = recipe.model.name_or_path, recipe.model
+        preferences, data_report = load_sources(stage.dataset, recipe.seed, preference=True)
         self.report["dpo_data"] = {"rows": len(preferences), **data_report.to_dict()}
-        preferences, evaluation, eval_report = hold_out(preferences, stage, "dpo", self.recipe.seed, preference=True)
+        preferences, evaluation, eval_report = hold_out(preferences, stage, "dpo", recipe.seed, preference=True)
         trainer = train_dpo(
-            preferences, model_config, stage, start_from, self.out / "dpo", self.recipe.seed, peft=self.recipe.peft,
+            preferences, model_config, stage, start_from, self.out / "dpo", recipe.seed, peft=recipe.peft,
             eval_dataset=evaluation,
         )
         self.report["dpo"] = {"start_from": start_from, "global_step": trainer.state.global_step, **eval_report}
 
     def write_report(self) -> Path:
+        """`report/run.json`: this command's entries merged over those of earlier commands (a `select` run alone
+        keeps what `score` recorded)."""
         path = self.out / "report" / "run.json"
-        write_json(path, self.report)
+        earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        stages = earlier.get("stages", {}) | self.report["stages"]
+        write_json(path, earlier | self.report | {"stages": stages})
         return path
 
 
-def run(recipe: Recipe, stages: list[str] | None = None) -> Run:
-    """Run `stages` (default: every stage the recipe declares), in order.
+def run(recipe: Recipe, stages: list[str] | None = None, *, force: bool = False, invocation: str = "RECIPE") -> Run:
+    """Run `stages` (default: every stage the recipe declares), in order; skip those already up to date unless
+    `force`.
 
     Under `accelerate launch` every process runs this: scoring is sharded by the engine, selection runs
     once on the main process and the others read its `selected/`, and the trainers distribute themselves.
     """
     state = process_state()
-    stages = recipe.stages if stages is None else [s for s in recipe.stages if s in stages]
-    job = Run(recipe)
-    scored = job.score() if "score" in stages else None
-    if "select" in stages:
-        pool = scored if scored is not None else job.scored()
-
-        def select() -> None:  # the others read `selected/` once it is written
-            job.select(pool)
-
-        on_main_process(select, "selection")
-    if "sft" in stages:
-        job.sft(job.selected())
-    if "dpo" in stages:
-        job.dpo()
+    job = Run(recipe, invocation)
+    for stage in recipe.stages if stages is None else [s for s in recipe.stages if s in stages]:
+        plan = job.plans[stage]
+        if not force and plan.up_to_date():
+            logger.info("%s: up to date, skipped (%s was made by this configuration; --force re-runs it)",
+                        stage, plan.output)
+            job.report["stages"][stage] = {"status": "up to date", "fingerprint": plan.fingerprint}
+            continue
+        if state.is_main_process:
+            plan.start()
+        state.wait_for_everyone()
+        if stage == "select":
+            on_main_process(job.select, "selection")  # the others read `selected/` once it is written
+        else:
+            getattr(job, stage)()
+        if state.is_main_process:
+            plan.finish(versions())
+        state.wait_for_everyone()
+        job.report["stages"][stage] = {"status": "ran", "fingerprint": plan.fingerprint}
     if state.is_main_process:
         job.write_report()
     return job
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of deita-train and the libraries a stage's output depends on."""
+    found = {}
+    for package in VERSIONED:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found

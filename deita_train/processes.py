@@ -20,11 +20,17 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from deita_train.errors import UserError
+
 T = TypeVar("T")
 
 
 class MainProcessError(RuntimeError):
     """Raised on the other processes when work on the main process failed (the main process raises the original)."""
+
+
+class MainProcessUserError(MainProcessError, UserError):
+    """A `MainProcessError` whose original was a `UserError`: the CLI shows its message, without a traceback."""
 
 
 def process_state() -> PartialState:
@@ -34,18 +40,19 @@ def process_state() -> PartialState:
 
 
 def on_main_process(task: Callable[[], T], what: str) -> T:
-    """Run `task` on the main process; every process returns its (picklable) result or raises its failure."""
+    """Run `task` on the main process; every process returns its (picklable) result or raises its failure (the
+    others a `MainProcessError`, a `MainProcessUserError` when the failure was a `UserError`)."""
     state = process_state()
     if state.num_processes == 1:
         return task()
-    outcome: list = [None, None]
+    outcome: list = [None, None, False]
     if state.is_main_process:
         try:
-            outcome = [task(), None]
+            outcome = [task(), None, False]
         except Exception as error:
-            broadcast_object_list([None, f"{type(error).__name__}: {error}"])
+            broadcast_object_list([None, f"{type(error).__name__}: {error}", isinstance(error, UserError)])
             raise
-    result, failure = broadcast_object_list(outcome)
+    result, failure, users = broadcast_object_list(outcome)
     if failure is not None:
-        raise MainProcessError(f"{what} failed on the main process: {failure}")
+        raise (MainProcessUserError if users else MainProcessError)(f"{what} failed on the main process: {failure}")
     return result

@@ -15,10 +15,13 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the entries are, used in messages (`scorer`, `strategy`).
+        names_classes: set each registered class's `name` to its registry name (off for config classes, which may
+            register under several names).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, names_classes: bool = True) -> None:
         self.kind = kind
+        self.names_classes = names_classes
         self._entries: dict[str, type[T]] = {}
 
     def register(self, name: str):
@@ -30,7 +33,8 @@ class Registry(Generic[T]):
                     f"{self.kind} {name!r} registered twice: {self._entries[name].__name__}, {cls.__name__}"
                 )
             self._entries[name] = cls
-            cls.name = name
+            if self.names_classes:
+                cls.name = name
             return cls
 
         return add

@@ -16,11 +16,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
+from deita_train.data.config import SourceConfig
 from deita_train.evaluation.command import add_eval_command
 from deita_train.evaluation.judge import JudgeClient, JudgeConfig, parse_rating
 from deita_train.evaluation.mt_bench import judge_messages, questions
 from deita_train.evaluation.run import run_eval
-from deita_train.recipe.schema import SourceConfig
 
 
 class FakeJudge:

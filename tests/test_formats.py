@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from deita_train.data.config import SourceConfig
 from deita_train.data.conversation import RecordError, turns
 from deita_train.data.formats import adapt
 from deita_train.data.sources import DataError, load_sources
-from deita_train.recipe.schema import SourceConfig
 
 GOOD = {
     "alpaca": {"instruction": "Add.", "input": "2+2", "output": "4", "system": "Be brief."},
@@ -50,15 +50,17 @@ def test_preference_keeps_prompt_and_both_answers_as_messages():
 
 BAD = [
     ("alpaca", {"instruction": "x"}, "missing field 'output'"),
-    ("alpaca", {"instruction": "x", "output": "  "}, "'output' is empty"),
+    ("alpaca", {"instruction": "  ", "output": "y"}, "'instruction' is empty"),
     ("alpaca", {"instruction": 3, "output": "y"}, "must be a string"),
     ("sharegpt", {"conversations": [{"from": "gpt", "value": "A"}, {"from": "human", "value": "Q"}]},
      "role 'assistant' where 'user' belongs"),
     ("sharegpt", {"conversations": [{"from": "robot", "value": "A"}]}, "unknown speaker 'robot'"),
     ("messages", {"messages": [{"role": "user", "content": "Q"}, {"role": "user", "content": "Q2"}]},
      "role 'user' where 'assistant' belongs"),
-    ("messages", {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": ""}]},
-     "empty content"),
+    ("messages", {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "A"}]},
+     "message 0 (user): empty content"),
+    ("messages", {"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "Q"},
+                               {"role": "assistant", "content": "A"}]}, "message 0 (system): empty content"),
     ("messages", {"messages": [{"role": "user", "content": ["Q"]}, {"role": "assistant", "content": "A"}]},
      "content must be a string"),
     ("messages", {"messages": [{"role": "user", "content": "Q"}]}, "last message must be the assistant's"),
@@ -97,7 +99,7 @@ def test_bad_json_line_is_named_on_raise(tmp_path):
 
 def test_skip_lists_every_bad_record_and_keeps_the_rest(tmp_path):
     path = write_jsonl(tmp_path / "pool.jsonl", [
-        json.dumps(GOOD["alpaca"]), "{not json", json.dumps({"instruction": "x", "output": ""}),
+        json.dumps(GOOD["alpaca"]), "{not json", json.dumps({"instruction": "", "output": "x"}),
         json.dumps(GOOD["sharegpt"]),
     ])
     pool, report = load_sources([SourceConfig(path=str(path), on_error="skip")], seed=0)
@@ -122,7 +124,10 @@ def test_sources_mix_in_order_with_limits_gzip_and_parquet(tmp_path):
         SourceConfig(path=str(parquet), sample=2),
     ], seed=1)
     assert pool["id"] == list(range(7))
-    assert pool["source"] == [str(jsonl)] * 3 + [str(gz)] * 2 + [str(parquet)] * 2
+    assert pool["source_file"] == ["a.jsonl"] * 3 + ["b.json.gz"] * 2 + ["c.parquet"] * 2
+    assert pool["source_row"][:3] == [1, 2, 3]  # JSONL lines are 1-based; .json records and parquet rows 0-based
+    assert all(0 <= r < 5 for r in pool["source_row"][3:5]) and all(0 <= r < 4 for r in pool["source_row"][5:])
+    assert pool["source_id"][5:] == [f"x{r}" for r in pool["source_row"][5:]]
     assert pool["output"][:3] == ["o0", "o1", "o2"] and pool["output"][3:] == [None] * 4
     assert all(s.startswith("x") for s in pool["source_id"][5:])
 

@@ -15,7 +15,7 @@ from datasets import load_from_disk
 from deita_train.cli.main import main
 from deita_train.online.sampler import OnlineSampler, Round
 from deita_train.recipe.errors import RecipeError
-from deita_train.recipe.loading import load_recipe
+from deita_train.sections import load_recipe
 
 from .conftest import REPO
 
@@ -230,7 +230,7 @@ def test_rho_loss_ranks_by_training_loss_minus_reference_loss(tmp_path, tiny_mod
     reference = build_tiny_model(tmp_path / "reference", TinyModelConfig(seed=1))  # same tokenizer, other weights
     out = tmp_path / "run"
     run(out, tiny_model, "score.reference_loss.type=loss", f"score.reference_loss.model={reference}",
-        "score.reference_loss.max_length=128", "online.scorer.type=loss", "online.select.score=score - reference_loss",
+        "score.reference_loss.max_length=128", "online.scorer.type=loss", "online.scorer.max_length=128", "online.select.score=score - reference_loss",
         "online.select.budget=8", "online.pool_fraction=1.0", "sft.num_train_epochs=1")
     candidates = load_from_disk(str(out / "scored"))
     online = load_from_disk(str(out / "online" / "round_0" / "scores"))

@@ -46,6 +46,7 @@ def test_scored_columns_nulls_and_stats(tiny_model, tmp_path):
     assert str(scored.features["emb"]) == "List(Value('float32'), length=64)"
     assert str(scored.features["ifd"]) == "List(Value('float64'))"
     assert scored[11]["ifd"] is None and scored[11]["ifd_loss_cond"] is None
+    assert scored["ifd_reason"] == [None] * 11 + ["prompt fills max_length"] and set(scored["emb_reason"]) == {None}
     assert len(scored[9]["ifd"]) == 3 and len(scored[9]["ifd_loss_direct"]) == 3  # one per turn
     assert stats["ifd"]["unscorable"] == {"prompt fills max_length": 1} and stats["ifd"]["scored"] == 11
     assert stats["emb"]["scored"] == 12 and stats["ifd"]["shards"] == {"total": 4, "reused": 0}
@@ -122,7 +123,7 @@ def test_two_processes_write_the_same_scored_as_one(tiny_model, tmp_path):
 
 
 def test_recipe_score_options_are_typed_per_scorer():
-    from deita_train.recipe.loading import parse_score
+    from deita_train.scoring.section import parse_score
 
     problems: list[str] = []
     parsed = parse_score({

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from datasets import Dataset
 
 from deita_train.recipe.errors import RecipeError
-from deita_train.selection.expressions import NULL, Expression
+from deita_train.selection.expressions import MAX_INT_BITS, MAX_LENGTH, NULL, Expression
 from deita_train.selection.filters import apply_filters
 from deita_train.selection.scores import sample_scores
 
@@ -104,3 +106,72 @@ def test_score_expressions_sum_turns_and_give_nan_for_nulls():
     np.testing.assert_array_equal(sample_scores(data, "f"), [1.0, np.nan, 3.0])
     with pytest.raises(RecipeError, match="not a number"):
         sample_scores(Dataset.from_dict({"s": ["x"]}), "s")
+
+
+def refused_fast(text: str, row: dict | None = None) -> str:
+    """The RecipeError message for `text` (compiled with key `select.filters.0`, then evaluated on `row`), asserting
+    it came in under a second: a guard against unbounded work."""
+    started = time.perf_counter()
+    with pytest.raises(RecipeError) as error:
+        expression = Expression(text, "select.filters.0")
+        expression.evaluate(row or {})
+    assert time.perf_counter() - started < 1.0
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("9**9**9 > 0", ["9 ** 387420489", f"integer limit of {MAX_INT_BITS} bits", "MAX_INT_BITS"]),
+        ("len('a' * 10**9) > 0", ["'a' * 1000000000", f"length limit of {MAX_LENGTH}", "MAX_LENGTH"]),
+        ("len([[0]] * 10**9) > 0", ["[[0]] * 1000000000", "MAX_LENGTH"]),  # nested list repetition
+        ("len(([['x']] * 40000)[0] + 'a' * 90000)", ["+ 'aaa", "MAX_LENGTH"]),  # 40,000 turns of 90,000 characters
+        ("2.0 ** 10000 > 0", ["2.0 ** 10000 overflows a float"]),
+        ("1e308 * 10 > 0", ["1e+308 * 10 overflows a float"]),  # inf, not an error, in plain Python
+        ("1 / 0 > 0", ["division by zero"]),
+        ("len('%099999999d' % 1) > 0", ["string formatting with % is not allowed"]),
+        ("sum([[0] * 10], [])", ["takes 1 positional argument"]),  # no start value: no list concatenation
+    ],
+)
+def test_limits_on_constants_are_refused_when_compiled(text, words):
+    message = refused_fast(text)
+    assert message.startswith(f"select.filters.0: {text!r} cannot be computed")
+    assert all(word in message for word in words), message
+
+
+@pytest.mark.parametrize(
+    ("text", "row", "words"),
+    [
+        ("x ** 100000 > 0", {"x": 9}, ["9 ** 100000", "integer limit", "MAX_INT_BITS"]),
+        ("x * x > 0", {"x": 3 ** 2000}, ["integer limit", "MAX_INT_BITS"]),
+        ("len(s * 10**9) > 0", {"s": "ab"}, ["'ab' * 1000000000", "length limit", "MAX_LENGTH"]),
+        ("len(s + s) > 0", {"s": "a" * 60_000}, ["+", "length limit", "MAX_LENGTH"]),
+        ("len(t + s) > 0", {"t": [" "] * 1000, "s": "a" * 1000}, ["MAX_LENGTH"]),  # all turns together
+        ("x ** 10000.0 > 0", {"x": 2}, ["2 ** 10000.0 overflows a float"]),
+        ("x * 1e300 > 0", {"x": 1e300}, ["1e+300 * 1e+300 overflows a float"]),
+        ("x / y > 0", {"x": 1, "y": 0}, ["division by zero"]),
+        ("sum(quality) > 0", {"quality": [1e308, 1e308]}, ["overflows a float"]),
+        ("s % 1 == ''", {"s": "%099999999d"}, ["string formatting"]),
+    ],
+)
+def test_limits_on_rows_name_the_expression_and_row(text, row, words):
+    message = refused_fast(text, {**row, "id": 7})
+    assert message.startswith(f"select.filters.0: {text!r} failed on row 7: ")
+    assert all(word in message for word in words), message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("complexity * quality", [9.0, 15.0]),
+        ("quality ** 2", [20.25, 25.0]),
+        ("len(instruction) > 10", True),
+        ("'ab' * 3 == 'ababab'", True),
+        ("instruction + '!' == 'List three colors:!'", True),
+        ("len(instruction * 5000) == 90000", True),  # under MAX_LENGTH
+        ("2 ** 2000 > 0 and 1 ** 10**100 == 1 and 3 ** -5000 == 0", True),
+        ("sum(quality) == 9.5 and sum([]) == 0", True),
+    ],
+)
+def test_normal_expressions_within_limits(text, expected):
+    assert Expression(text, "k").evaluate(ROW) == expected

@@ -10,8 +10,8 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from deita_train.recipe.errors import RecipeError
-from deita_train.recipe.loading import parse_select
 from deita_train.selection.runner import select
+from deita_train.selection.section import parse_select
 
 
 def scored_pool(n: int = 60) -> Dataset:

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from deita_train.cli.main import main
-from deita_train.recipe.loading import load_recipe
-from deita_train.recipe.schema import PeftSection
+from deita_train.sections import load_recipe
+from deita_train.training.config import PeftSection
 from deita_train.training.peft_setup import quantization_config
 
 from .conftest import REPO

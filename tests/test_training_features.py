@@ -12,9 +12,10 @@ from huggingface_hub import DatasetCard
 
 from deita_train.cli.main import main
 from deita_train.recipe.errors import RecipeError
-from deita_train.recipe.loading import load_recipe
-from deita_train.recipe.schema import HubSection, SFTStage
+from deita_train.sections import load_recipe
 from deita_train.selection import publish
+from deita_train.selection.config import HubSection
+from deita_train.training.config import SFTStage
 from deita_train.training.eval_data import hold_out
 
 from .conftest import REPO
@@ -52,7 +53,7 @@ def test_packing_with_flash_attention_passes_validation(tiny_model, monkeypatch)
 
 def test_packing_is_refused_at_train_time_too(tmp_path, tiny_model, monkeypatch):
     """A programmatic call that skips the recipe loader still never trains on cross-attending packed rows."""
-    from deita_train.recipe.schema import ModelConfig
+    from deita_train.training.config import ModelConfig
     from deita_train.training.sft import train_sft
 
     rows = Dataset.from_list([{"id": 0, "messages": [{"role": "user", "content": "hi"},

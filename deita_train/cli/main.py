@@ -1,4 +1,8 @@
-"""`deita-train COMMAND ...`: a table of commands, each a short function; `main(argv) -> exit code`."""
+"""`deita-train COMMAND ...`: a table of commands, each a short function; `main(argv) -> exit code`.
+
+Exit codes: 0 done; 2 an error of the user's making (`UserError`: its message alone, no traceback); 130 Ctrl-C;
+1 anything else, with its traceback. `--debug` shows the traceback of user errors and Ctrl-C too.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from deita_train.errors import UserError
 from deita_train.evaluation.command import add_eval_command
 from deita_train.recipe.errors import RecipeError
 
@@ -17,6 +22,8 @@ STAGE_COMMANDS = {"score": ["score"], "select": ["select"], "train": ["sft", "dp
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="deita-train", description="Data selection + TRL training from one recipe.")
+    top.add_argument("--debug", action="store_true",
+                     help="show the traceback of user errors and Ctrl-C (also accepted after the command)")
     commands = top.add_subparsers(dest="command", required=True)
     for name, help_text in [
         ("run", "run every stage the recipe declares"),
@@ -30,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument(
             "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. select.budget=6000"
         )
+        if name != "validate":
+            command.add_argument("--force", action="store_true",
+                                 help="re-run the stages even when their outputs are up to date")
     add_eval_command(commands)
     tiny = commands.add_parser("tiny-model", help="build a small random Llama and BPE tokenizer, offline")
     tiny.add_argument("out_dir", type=Path)
@@ -37,8 +47,29 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv  # before the command or anywhere after it
+    args = parser().parse_args([arg for arg in argv if arg != "--debug"])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return dispatch(args)
+    except UserError as error:
+        if debug:
+            raise
+        print(user_message(error, getattr(args, "recipe", None)), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:  # a `ScoringInterrupted` says how many shards are kept
+        if debug:
+            raise
+        print(f"interrupted{': ' if str(interrupt) else ''}{interrupt}; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        close_process_group()
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; its exit code."""
     if args.command == "eval":
         return args.handler(args)
     if args.command == "tiny-model":
@@ -46,15 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"tiny model written to {build_tiny_model(args.out_dir)}")
         return 0
-    from deita_train.recipe.loading import load_recipe
+    from deita_train.sections import load_recipe
 
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-    except RecipeError as error:
-        print(f"{args.recipe}: {len(error.problems)} problem(s):", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe, args.overrides)
     if args.command == "validate":
         print(yaml.safe_dump(recipe.raw, sort_keys=False), end="")
         print(f"# ok: stages {', '.join(recipe.stages) or 'none'}", file=sys.stderr)
@@ -63,17 +88,33 @@ def main(argv: list[str] | None = None) -> int:
 
     from deita_train.pipeline import run
 
-    job = run(recipe, STAGE_COMMANDS[args.command])
-    state = PartialState()
-    if state.is_main_process:
+    invocation = " ".join([str(args.recipe), *args.overrides])
+    job = run(recipe, STAGE_COMMANDS[args.command], force=args.force, invocation=invocation)
+    if PartialState().is_main_process:
         print_outputs(job.out)
-    state.destroy_process_group()  # a gloo/NCCL group still alive at interpreter exit can abort the process
     return 0
+
+
+def user_message(error: UserError, recipe: Path | None) -> str:
+    """A `RecipeError` as `RECIPE: N problem(s):` and one indented line per problem, any other its `str()`;
+    then its notes (the engine notes which shard it was scoring)."""
+    if isinstance(error, RecipeError):
+        lines = [f"{recipe or 'recipe'}: {len(error.problems)} problem(s):", *(f"  {p}" for p in error.problems)]
+    else:
+        lines = [str(error) or type(error).__name__]
+    return "\n".join([*lines, *getattr(error, "__notes__", [])])
+
+
+def close_process_group() -> None:
+    """Destroy the gloo/NCCL group if this process joined one: one alive at interpreter exit can abort the process."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def print_outputs(out: Path) -> None:
     """Say where everything was written."""
-    for name in ("scored", "selected", "selection.json", "online", "sft", "dpo", "report"):
+    for name in ("scored", "selected", "selection.json", "online", "sft", "dpo", "report", "manifests"):
         if (out / name).exists():
             print(f"{name:>15}: {out / name}")
 
@@ -82,4 +123,5 @@ def run_recipe_main() -> int:
     """`python -m deita_train RECIPE [KEY=VALUE ...]` is `deita-train run RECIPE ...`."""
     argv = sys.argv[1:]
     known = {"run", "score", "select", "train", "validate", "eval", "tiny-model", "-h", "--help"}
-    return main(argv if argv and argv[0] in known else ["run", *argv])
+    first = next((arg for arg in argv if arg != "--debug"), None)
+    return main(argv if first in known else ["run", *argv])

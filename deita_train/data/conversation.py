@@ -19,7 +19,8 @@ def check_messages(messages: list[Message], *, final_assistant: bool = True) -> 
     """Validate roles and contents; return `messages` with only `role` and `content` kept.
 
     Rules: an optional system message first, then user and assistant alternating, starting with
-    user and (when `final_assistant`) ending with assistant; every content a non-empty string.
+    user and (when `final_assistant`) ending with assistant; every content a string, non-empty except an
+    assistant's (an empty answer is valid data, which the scorers that read answers report as unscorable).
     """
     if not isinstance(messages, list) or not messages:
         raise RecordError("no messages")
@@ -32,7 +33,7 @@ def check_messages(messages: list[Message], *, final_assistant: bool = True) -> 
             raise RecordError(f"message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if not isinstance(content, str):
             raise RecordError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
-        if not content.strip():
+        if not content.strip() and role != "assistant":
             raise RecordError(f"message {i} ({role}): empty content")
         clean.append({"role": role, "content": content})
     body = clean[1:] if clean[0]["role"] == "system" else clean
@@ -59,6 +60,11 @@ class Turn:
     history: list[Message]  # earlier messages, system excluded
     user: str
     assistant: str
+
+
+def has_empty_answer(messages: list[Message]) -> bool:
+    """Whether an assistant message is empty or only whitespace: scorers that read answers cannot score it."""
+    return any(m["role"] == "assistant" and not m["content"].strip() for m in messages)
 
 
 def turns(messages: list[Message]) -> list[Turn]:

@@ -19,6 +19,15 @@ SHAREGPT_ROLES = {
 }  # fmt: skip
 # Fields a format turns into `messages`; they are not kept as columns (every other field is).
 STRUCTURE_FIELDS = {"conversations", "messages", "prompt", "completion", "chosen", "rejected", "system"}
+CANONICAL_COLUMNS = ("id", "messages", "source_file", "source_row")  # every pool row has these
+
+
+def original_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """Fields kept beside `messages` (scores computed elsewhere, metadata); a source `id` becomes `source_id`."""
+    kept = {k: v for k, v in record.items() if k not in STRUCTURE_FIELDS and k not in CANONICAL_COLUMNS}
+    if "id" in record:
+        kept["source_id"] = str(record["id"])
+    return kept
 
 
 def require_text(record: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
@@ -45,10 +54,10 @@ def with_system(record: dict[str, Any], messages: list[Message]) -> list[Message
 
 
 def alpaca(record: dict[str, Any]) -> dict[str, Any]:
-    """`instruction`, optional `input`, `output` -> one user turn `instruction\\ninput` and the answer."""
+    """`instruction`, optional `input`, `output` -> a user turn `instruction\\ninput` and the answer (may be empty)."""
     instruction = require_text(record, "instruction")
     extra = require_text(record, "input", allow_empty=True) if "input" in record else ""
-    output = require_text(record, "output")
+    output = require_text(record, "output", allow_empty=True)
     user = f"{instruction}\n{extra}" if extra.strip() else instruction
     messages = with_system(record, [{"role": "user", "content": user}, {"role": "assistant", "content": output}])
     return {"messages": check_messages(messages)}

@@ -46,7 +46,7 @@ def eval_command(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
         from deita_train.recipe.errors import RecipeError
-        from deita_train.recipe.loading import load_recipe
+        from deita_train.sections import load_recipe
 
         try:
             recipe = load_recipe(target, args.overrides)

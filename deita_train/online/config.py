@@ -1,12 +1,15 @@
-"""The recipe's `online:` section (parsed strictly by `deita_train.recipe.loading.parse_online`)."""
+"""The recipe's `online:` section (parsed and checked by `online/section.py`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deita_train.recipe.errors import RecipeError
-from deita_train.scoring.ifd import IFDScorerConfig
+from deita_train.scoring.config import SCORER_CONFIGS, IFDScorerConfig, TurnLossConfig
+
+# Scorers built on per-turn answer losses: they can run on the model being trained.
+ONLINE_SCORERS = tuple(name for name in SCORER_CONFIGS.names()
+                       if issubclass(SCORER_CONFIGS.get(name, "online.scorer.type"), TurnLossConfig))
 
 
 @dataclass
@@ -56,7 +59,8 @@ class OnlineConfig:
                   "it replaces a candidate column of the same name."},
     )
 
-    def __post_init__(self) -> None:
+    def problems(self) -> list[str]:
+        """What is out of range or contradictory in the options, each message naming its key."""
         problems = []
         if self.every == "steps" and self.every_steps is None:
             problems.append("online.every_steps: required with `every: steps`")
@@ -66,5 +70,4 @@ class OnlineConfig:
             problems.append(f"online.every_steps: must be at least 1, got {self.every_steps}")
         if not 0 < self.pool_fraction <= 1:
             problems.append(f"online.pool_fraction: must be in (0, 1], got {self.pool_fraction}")
-        if problems:
-            raise RecipeError(problems)
+        return problems

@@ -24,11 +24,12 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from deita_train.online.config import OnlineConfig
-from deita_train.scoring.base import SCORERS, Score, ScoringContext
+from deita_train.scoring.base import Score, ScoringContext
 from deita_train.scoring.engine import value_array
-from deita_train.selection.base import STRATEGIES
+from deita_train.scoring.scorers import SCORERS
 from deita_train.selection.runner import choose
 from deita_train.selection.scores import sample_scores
+from deita_train.selection.strategies import STRATEGIES
 
 
 def slice_positions(size: int, fraction: float, seed: int, round_index: int) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from deita_train.errors import UserError
 
-class RecipeError(ValueError):
+
+class RecipeError(UserError, ValueError):
     """A recipe that cannot run; `problems` holds one message per problem, each starting with its key."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal, Union
 
 from deita_train.recipe.errors import RecipeError
@@ -46,8 +47,10 @@ def build(cls: type, data: Any, key: str, problems: list[str]) -> Any:
         return None
 
 
-def build_registered(registry: Registry, spec: Any, key: str, name_key: str, problems: list[str]) -> Any:
-    """The config of a `{<name_key>: <registered name>, ...options}` entry, typed by that class's `config_class`.
+def build_registered(registry: Registry, spec: Any, key: str, name_key: str, problems: list[str],
+                     config_of: Callable[[type], type] = lambda registered: registered) -> Any:
+    """The config of a `{<name_key>: <registered name>, ...options}` entry, typed by the registered config class
+    (`config_of` maps a registered class to its config class, for registries of runnable classes).
 
     Returns None (with the problems recorded) when the entry is not such a mapping, names no registered
     class, or has bad options.
@@ -60,7 +63,7 @@ def build_registered(registry: Registry, spec: Any, key: str, name_key: str, pro
     except RecipeError as error:
         problems += error.problems
         return None
-    return build(chosen.config_class, spec, key, problems)
+    return build(config_of(chosen), spec, key, problems)
 
 
 def convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
@@ -83,12 +86,35 @@ def convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
             converted = convert(value, option, key, trial)
             if not trial:
                 return converted
-        problems.append(f"{key}: expected {describe(hint)}, got {type_name(value)} {value!r}")
+        problems.append(mismatch(key, hint, value))
         return None
     if matches(value, hint):
         return coerce(value, hint)
-    problems.append(f"{key}: expected {describe(hint)}, got {type_name(value)} {value!r}")
+    problems.append(mismatch(key, hint, value))
     return None
+
+
+def mismatch(key: str, hint: Any, value: Any) -> str:
+    return f"{key}: expected {describe(hint)}, got {type_name(value)} {value!r}{yaml_bool_hint(value, hint)}"
+
+
+def yaml_bool_hint(value: Any, hint: Any) -> str:
+    """A hint when YAML 1.1 turned an unquoted `no`/`off`/`yes`/`on` into the boolean a string field did not want."""
+    if not isinstance(value, bool) or not takes_string(hint):
+        return ""
+    return (f"; YAML reads an unquoted no/yes/off/on/false/true as a boolean: quote the word, e.g. "
+            f"'{'no' if value is False else 'yes'}' (in YAML) or KEY=\"'no'\" (as an override)")
+
+
+def takes_string(hint: Any) -> bool:
+    """Whether `hint` accepts some string (str, a Literal of strings, a string enum, or a union holding one)."""
+    if hint is str:
+        return True
+    if typing.get_origin(hint) is Literal:
+        return any(isinstance(arg, str) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return any(takes_string(arg) for arg in typing.get_args(hint))
+    return isinstance(hint, type) and issubclass(hint, enum.Enum) and any(isinstance(m.value, str) for m in hint)
 
 
 def matches(value: Any, hint: Any) -> bool:

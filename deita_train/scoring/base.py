@@ -12,25 +12,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from deita_train.registry import Registry
-
-
-@dataclass
-class ScorerConfig:
-    """Options every scorer takes; a scorer's own config subclasses this."""
-
-    type: str = field(metadata={"help": "Registered scorer name, e.g. `length`, `ifd`, `deita_quality`."})
-    shard_size: int = field(
-        default=1024,
-        metadata={"help": "Records per cached shard: the unit the engine hands to `score_batch`, caches and resumes."},
-    )
+from deita_train.scoring.config import ScorerConfig
 
 
 @dataclass
 class ScoringContext:
     """What a scorer may need from the recipe besides its own options."""
 
-    model_name_or_path: str | None = None  # the recipe's model (default tokenizer)
-    trust_remote_code: bool = False
+    model_name_or_path: str | None = None  # the recipe's model (default tokenizer); each scorer has its own
+    # `trust_remote_code`, never inherited from the recipe's model
     seed: int = 42
 
 
@@ -56,7 +46,8 @@ class Score:
             raise ValueError("a Score has either a value or a reason, never both or neither")
 
 
-Record = dict[str, Any]  # a canonical pool row: `id`, `messages` [{role, content}], `source`, original fields
+# A canonical pool row: `id`, `messages` [{role, content}], `source_file`, `source_row`, the record's other fields.
+Record = dict[str, Any]
 
 
 class Scorer(ABC):

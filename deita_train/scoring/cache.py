@@ -8,10 +8,7 @@ rerun reuses exactly the shards whose inputs did not change.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,35 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deita_train.storage import write_json
+from deita_train.fingerprints import digest, model_identity
+from deita_train.storage import atomic_file, write_json
 
 CACHE_VERSION = 1  # bump when a change to the engine or a scorer changes the numbers
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-SAMPLE_BYTES = 1 << 20  # weights are identified by size + hashes of their first and last MiB, not read whole
-
-
-def digest(data: Any) -> str:
-    """sha256 of `data` as canonical JSON."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_identity(path: Path) -> list[Any]:
-    """Small files: their hash. Weight files: size and the hashes of their first and last MiB."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        if path.suffix not in WEIGHT_SUFFIXES or size <= 2 * SAMPLE_BYTES:
-            return [size, hashlib.sha256(handle.read()).hexdigest()]
-        head = handle.read(SAMPLE_BYTES)
-        handle.seek(size - SAMPLE_BYTES)
-        return [size, hashlib.sha256(head + handle.read()).hexdigest()]
-
-
-def model_identity(name: str) -> Any:
-    """A local model folder: its files' identities; a hub id: the id (pin a revision by using a local copy)."""
-    folder = Path(name).expanduser()
-    if not folder.is_dir():
-        return name
-    return {str(p.relative_to(folder)): file_identity(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def shard_key(config: Any, models: list[str], records: list[dict[str, Any]]) -> str:
@@ -76,9 +48,8 @@ class ShardStore:
         """Scores, then stats, then the done marker: each file renamed into place whole."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(key, ".parquet")
-        with tempfile.NamedTemporaryFile(dir=self.root, prefix=f".{target.name}.", delete=False) as handle:
+        with atomic_file(target, binary=True) as handle:
             pq.write_table(table, handle)
-        os.replace(handle.name, target)
         write_json(self.path(key, ".stats.json"), stats)
         write_json(self.path(key, ".done"), {"rows": table.num_rows})
 

@@ -10,15 +10,15 @@ template) and counted; nothing is ever scored 3.0 by default (the reference's si
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from deita_train.data.conversation import Turn, turns
+from deita_train.data.conversation import Turn, has_empty_answer, turns
 from deita_train.scoring import lm
 from deita_train.scoring.base import Record, Score, Scorer, register_scorer
+from deita_train.scoring.config import DeitaScorerConfig
 
 COMPLEXITY_TEMPLATE = (
     "You are a helpful assistant. Please identify the complexity score of the following user query. \n"
@@ -29,15 +29,6 @@ QUALITY_TEMPLATE = (
     " #Question#:\n{instruction}\n#Response#:\n{output} \n##Quality: "
 )
 DIGITS = ("1", "2", "3", "4", "5", "6")
-
-
-@dataclass
-class DeitaScorerConfig(lm.ModelScorerConfig):
-    """`deita_complexity` / `deita_quality` options (METHODS.md section 2)."""
-
-    max_length: int = field(
-        default=2048, metadata={"help": "Prompt tokens (BOS included); longer turn text is cut to fit, and counted."}
-    )
 
 
 def expected_digit(digit_logits: torch.Tensor) -> torch.Tensor:
@@ -79,6 +70,7 @@ class DeitaScorer(Scorer):
     config_class = DeitaScorerConfig
     per_turn = True
     template: ClassVar[str]
+    reads_answer: ClassVar[bool] = False  # a record with an empty answer is then unscorable ("empty answer")
 
     @abstractmethod
     def fields(self, turn: Turn) -> dict[str, str]:
@@ -123,17 +115,21 @@ class DeitaScorer(Scorer):
     def score_batch(self, batch: list[Record]) -> list[Score]:
         prompts, cut, counts = [], [], []
         for record in batch:
-            record_turns = turns(record["messages"])
+            empty = self.reads_answer and has_empty_answer(record["messages"])
+            record_turns = [] if empty else turns(record["messages"])
             for turn in record_turns:
                 ids, truncated = self.prompt_ids(self.fields(turn))
                 prompts.append(ids)
                 cut.append(truncated)
-            counts.append(len(record_turns))
+            counts.append(None if empty else len(record_turns))
         logits = lm.next_token_logits(self.model, prompts, self.digits, lm.pad_id(self.tokenizer),
                                       self.config.batch_tokens, self.config.max_batch_size)
         values = expected_digit(logits).tolist()
         scores, start = [], 0
         for count in counts:
+            if count is None:
+                scores.append(Score.unscorable("empty answer"))
+                continue
             scores.append(Score(value=values[start : start + count], truncated=any(cut[start : start + count])))
             start += count
         return scores
@@ -154,6 +150,7 @@ class DeitaQualityScorer(DeitaScorer):
     """Quality of each answer given its query (hkust-nlp/deita-quality-scorer)."""
 
     template = QUALITY_TEMPLATE
+    reads_answer = True
 
     def fields(self, turn: Turn) -> dict[str, str]:
         return {"instruction": turn.user, "output": turn.assistant}

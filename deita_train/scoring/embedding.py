@@ -11,32 +11,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
 
 from deita_train.scoring import lm
 from deita_train.scoring.base import Record, Score, Scorer, register_scorer
+from deita_train.scoring.config import EmbeddingScorerConfig
 from deita_train.training.chat_templates import VICUNA_V11
-
-
-@dataclass
-class EmbeddingScorerConfig(lm.ModelScorerConfig):
-    """`embedding` options (METHODS.md section 3)."""
-
-    backend: Literal["transformers", "sentence_transformers"] = field(
-        default="transformers", metadata={"help": "A causal LM (`transformers`) or a sentence-transformers model."}
-    )
-    pooling: Literal["last_token", "mean"] = field(
-        default="last_token", metadata={"help": "`transformers` backend: last real token's hidden state, or the mean."}
-    )
-    max_length: int = field(
-        default=2048, metadata={"help": "`transformers` backend: tokens read; longer conversations are cut, counted."}
-    )
-    storage_dtype: Literal["float32", "float16"] = field(
-        default="float32", metadata={"help": "Dtype of the stored vectors."}
-    )
 
 
 def plain_text(record: Record) -> str:

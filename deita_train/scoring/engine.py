@@ -8,7 +8,8 @@ For each scorer, in recipe order:
    the scorer once, calls `score_batch` per shard (the scorer batches by a token budget inside it)
    and writes each shard with its stats, done marker last (`cache.ShardStore`);
 3. merge (main process): every shard, in `id` order, becomes the column named by the recipe key
-   (and `<key>_<extra>` inspection columns); a record a scorer could not score gets null there.
+   (and `<key>_<extra>` inspection columns); a record a scorer could not score gets null there, and
+   `<key>_reason` says why (null where the record was scored).
 A killed run rerun scores only the shards without a done marker.
 """
 
@@ -21,15 +22,26 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
 from deita_train.processes import on_main_process, process_state
-from deita_train.scoring.base import SCORERS, Record, Score, Scorer, ScorerConfig, ScoringContext
+from deita_train.scoring.base import Record, Score, Scorer, ScoringContext
 from deita_train.scoring.cache import ShardStore, shard_key
+from deita_train.scoring.config import ScorerConfig
+from deita_train.scoring.scorers import SCORERS
 from deita_train.storage import save_dataset
+
+
+class ScoringInterrupted(KeyboardInterrupt):
+    """Ctrl-C while scoring; `str()` says how many of the scorer's shards are finished on disk (a rerun reuses them)."""
+
+    def __init__(self, kept: int, total: int) -> None:
+        super().__init__(f"{kept} of {total} shards kept")
+        self.kept, self.total = kept, total
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,11 @@ def score_pool(
         reused = sum(store.done(shard.key) for shard in shards)
         state.wait_for_everyone()  # every process has seen what was finished before this run
         mine = shards[state.process_index :: state.num_processes]
-        run_shards(scorer, column, records, [s for s in mine if not store.done(s.key)], store, state.is_main_process)
+        try:
+            run_shards(scorer, column, records, [s for s in mine if not store.done(s.key)], store,
+                       state.is_main_process)
+        except KeyboardInterrupt as interrupt:
+            raise ScoringInterrupted(sum(store.done(s.key) for s in shards), len(shards)) from interrupt
         plans[column] = (store, shards, reused)
     state.wait_for_everyone()
     ids = [record["id"] for record in records]
@@ -141,8 +157,9 @@ def value_array(values: list[Any], per_turn: bool) -> pa.Array:
 
 
 def shard_table(ids: list[int], scores: list[Score], per_turn: bool) -> pa.Table:
-    """`id`, `value`, and one `extra:<name>` column per inspection extra."""
-    columns = {"id": pa.array(ids, type=pa.int64()), "value": value_array([s.value for s in scores], per_turn)}
+    """`id`, `value`, `reason` (why a record has no value; null where it has one), one `extra:<name>` per extra."""
+    columns = {"id": pa.array(ids, type=pa.int64()), "value": value_array([s.value for s in scores], per_turn),
+               "reason": pa.array([s.reason for s in scores], type=pa.string())}
     for name in sorted({name for score in scores for name in score.extras}):
         extra = [score.extras.get(name) for score in scores]
         columns[f"extra:{name}"] = value_array(extra, per_turn)
@@ -150,15 +167,24 @@ def shard_table(ids: list[int], scores: list[Score], per_turn: bool) -> pa.Table
 
 
 def merge_shards(store: ShardStore, shards: list[Shard], ids: list[int]) -> tuple[pa.Table, dict[str, Any]]:
-    """All shards of one scorer as one table in pool order, and their summed stats."""
+    """All shards of one scorer as one table in pool order, and their summed stats.
+
+    A shard cached before reasons were kept (no `reason` column) gets "unknown (cached before reasons were
+    kept)" where its value is null: its numbers are still right, so it is not scored again.
+    """
     tables, totals, reasons = [], Counter(), Counter()
     for shard in shards:
         table, stats = store.read(shard.key)
+        if "reason" not in table.column_names:
+            unknown = pa.scalar("unknown (cached before reasons were kept)")
+            table = table.append_column("reason", pc.if_else(table.column("value").is_null(), unknown,
+                                                             pa.scalar(None, pa.string())))
         tables.append(table)
         totals.update({k: stats[k] for k in ("records", "scored", "truncated")})
         reasons.update(stats["unscorable"])
     if not tables:
-        return pa.table({"id": pa.array([], pa.int64()), "value": pa.nulls(0)}), {**dict(totals), "unscorable": {}}
+        empty = {"id": pa.array([], pa.int64()), "value": pa.nulls(0), "reason": pa.array([], pa.string())}
+        return pa.table(empty), {**dict(totals), "unscorable": {}}
     table = pa.concat_tables(tables, promote_options="permissive")
     table = table.sort_by("id")
     if table.column("id").to_pylist() != sorted(ids):
@@ -168,12 +194,12 @@ def merge_shards(store: ShardStore, shards: list[Shard], ids: list[int]) -> tupl
 
 
 def add_score_columns(pool: Dataset, column: str, table: pa.Table) -> Dataset:
-    """`pool` with `column` (and `<column>_<extra>`) from `table`, whose rows are in `id` order."""
+    """`pool` with `column`, `<column>_reason` (and `<column>_<extra>`) from `table`, whose rows are in `id` order."""
     order = np.argsort(np.asarray(pool["id"]), kind="stable")
     rows = np.empty(len(order), dtype=np.int64)
     rows[order] = np.arange(len(order))  # table row of each pool row
-    renamed = {"value": column, **{name: f"{column}_{name.split(':', 1)[1]}" for name in table.column_names
-                                   if name.startswith("extra:")}}
+    extras = {name: f"{column}_{name.split(':', 1)[1]}" for name in table.column_names if name.startswith("extra:")}
+    renamed = {"value": column, "reason": f"{column}_reason", **extras}
     new = table.select(list(renamed)).rename_columns(list(renamed.values())).take(pa.array(rows))
     if new.num_columns and pa.types.is_null(new.column(column).type):
         new = new.set_column(0, column, pa.array([None] * len(rows), type=pa.float64()))

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from deita_train.data.conversation import turns
 from deita_train.scoring import lm
 from deita_train.scoring.base import Record, Score, Scorer, register_scorer
+from deita_train.scoring.config import Convention, IFDScorerConfig, TurnLossConfig
 
 CHERRY_PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -34,9 +34,6 @@ CHERRY_PROMPT_INPUT = (
     "\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
 )
 DEFAULT_MAX_LENGTH = {"superfiltering": 1024, "cherry": 512}
-Convention = Literal["superfiltering", "cherry"]
-
-
 def instruction_prompt(convention: Convention, instruction: str, input_text: str) -> str:
     """The prompt before the answer: Superfiltering's `{instruction}\\n[{input}\\n]` or Cherry's Alpaca template."""
     if convention == "superfiltering":
@@ -87,6 +84,8 @@ def turn_passes(encode: Callable[[str], list[int]], bos: list[int], prompt: str,
 
     `encode` gives a text's token ids without special tokens (`lm.encode`, or a lookup of `lm.encode_many`).
     """
+    if not answer.strip():
+        return "empty answer"
     start = len(bos) + len(encode(prompt))
     if start >= max_length:
         return "prompt fills max_length"
@@ -126,25 +125,6 @@ def record_passes(encode: Callable[[str], list[int]], bos: list[int], record: Re
             return turn
         passes.append(turn)
     return passes
-
-
-@dataclass
-class TurnLossConfig(lm.ModelScorerConfig):
-    """Options of the scorers built on per-turn answer losses (`ifd`, `ppl`)."""
-
-    convention: Convention = field(
-        default="superfiltering",
-        metadata={"help": "`superfiltering`: plain prompts (ifd = exp(Lc)/exp(Ld)); "
-                  "`cherry`: Alpaca prompts (ifd = Lc/Ld)."},
-    )
-    max_length: int | None = field(
-        default=None, metadata={"help": "Tokens per pass; defaults to the convention's (1024 / 512)."}
-    )
-
-
-@dataclass
-class IFDScorerConfig(TurnLossConfig):
-    """`ifd` options (METHODS.md section 4)."""
 
 
 def mean_loss(losses) -> float:

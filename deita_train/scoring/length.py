@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from deita_train.data.conversation import turns
-from deita_train.scoring.base import Record, Score, Scorer, ScorerConfig, register_scorer
-
-
-@dataclass
-class LengthScorerConfig(ScorerConfig):
-    model: str | None = field(
-        default=None, metadata={"help": "Tokenizer to count with; defaults to the recipe's model."}
-    )
+from deita_train.scoring.base import Record, Score, Scorer, register_scorer
+from deita_train.scoring.config import LengthScorerConfig
 
 
 @register_scorer("length")
@@ -32,7 +24,7 @@ class LengthScorer(Scorer):
     def load(self) -> None:
         from deita_train.training.models import load_tokenizer
 
-        self.tokenizer = load_tokenizer(self.models()[0], trust_remote_code=self.context.trust_remote_code)
+        self.tokenizer = load_tokenizer(self.models()[0], trust_remote_code=self.config.trust_remote_code)
 
     def score_batch(self, batch: list[Record]) -> list[Score]:
         texts = [text for record in batch for turn in turns(record["messages"]) for text in (turn.user, turn.assistant)]

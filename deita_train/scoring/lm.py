@@ -13,44 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from deita_train.scoring.base import ScorerConfig, ScoringContext
+from deita_train.scoring.base import ScoringContext
 from deita_train.scoring.batching import right_pad, token_batches
+from deita_train.scoring.config import ModelScorerConfig
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HEAD_ROWS = 2048  # LM-head rows computed at once: bounds the fp32 logits held to HEAD_ROWS x vocab
 # Config fields of models whose logits are not `lm_head(last_hidden_state)`; applying only the head would be wrong.
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
-
-
-@dataclass
-class ModelScorerConfig(ScorerConfig):
-    """Options shared by the scorers that run a model."""
-
-    model: str | None = field(
-        default=None, metadata={"help": "Local folder or hub id of the scoring model; defaults to the recipe's model."}
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto", metadata={"help": "Weights dtype; `auto` keeps the checkpoint's (bf16 is the GPU choice)."}
-    )
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] = field(
-        default="sdpa", metadata={"help": "Attention kernel of the scoring model."}
-    )
-    batch_tokens: int = field(
-        default=16384, metadata={"help": "Token budget per forward pass: batch size x longest sequence (padded)."}
-    )
-    max_batch_size: int | None = field(
-        default=None, metadata={"help": "Cap on sequences per forward pass, whatever the token budget."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Run code shipped with the scoring model (needed by some reward models)."}
-    )
 
 
 def model_name(config: ModelScorerConfig, context: ScoringContext) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from deita_train.scoring.base import Record, Score, register_scorer
-from deita_train.scoring.ifd import TurnLossConfig, TurnLossScorer
+from deita_train.scoring.config import ConditionedLossConfig, PerplexityScorerConfig
+from deita_train.scoring.ifd import TurnLossScorer
 
 
 def conditioned_scores(scorer: TurnLossScorer, batch: list[Record], value: Callable[[float], float],
@@ -28,11 +28,6 @@ def conditioned_scores(scorer: TurnLossScorer, batch: list[Record], value: Calla
     ]
 
 
-@dataclass
-class PerplexityScorerConfig(TurnLossConfig):
-    """`ppl` options: the prompt convention and the pass length."""
-
-
 @register_scorer("ppl")
 class PerplexityScorer(TurnLossScorer):
     """exp(mean answer-token loss) per assistant turn."""
@@ -41,11 +36,6 @@ class PerplexityScorer(TurnLossScorer):
 
     def score_batch(self, batch: list[Record]) -> list[Score]:
         return conditioned_scores(self, batch, math.exp, keep_loss=True)
-
-
-@dataclass
-class ConditionedLossConfig(TurnLossConfig):
-    """`loss` options: the prompt convention and the pass length."""
 
 
 @register_scorer("loss")

@@ -7,24 +7,14 @@ the last real token, found through its pad id, so the batch is right-padded with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from deita_train.data.conversation import has_empty_answer
 from deita_train.scoring import lm
 from deita_train.scoring.base import Record, Score, Scorer, register_scorer
 from deita_train.scoring.batching import right_pad, token_batches
-
-
-@dataclass
-class RewardScorerConfig(lm.ModelScorerConfig):
-    """`reward` options."""
-
-    max_length: int = field(
-        default=4096, metadata={"help": "Tokens read per conversation; longer ones are cut at the end and counted."}
-    )
-    label: int = field(default=0, metadata={"help": "Which output logit is the reward (0 for one-head models)."})
+from deita_train.scoring.config import RewardScorerConfig
 
 
 @register_scorer("reward")
@@ -66,12 +56,14 @@ class RewardScorer(Scorer):
 
     @torch.inference_mode()
     def score_batch(self, batch: list[Record]) -> list[Score]:
-        encoded = [self.token_ids(record) for record in batch]
+        scorable = [i for i, record in enumerate(batch) if not has_empty_answer(record["messages"])]
+        encoded = [self.token_ids(batch[i]) for i in scorable]
         sequences = [ids for ids, _ in encoded]
-        rewards = [0.0] * len(batch)
+        scores = [Score.unscorable("empty answer")] * len(batch)
         for group in token_batches([len(s) for s in sequences], self.config.batch_tokens, self.config.max_batch_size):
-            input_ids, attention_mask = right_pad([sequences[i] for i in group], self.pad, self.model.device)
+            input_ids, attention_mask = right_pad([sequences[j] for j in group], self.pad, self.model.device)
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            for row, i in enumerate(group):
-                rewards[i] = float(logits[row, self.config.label].float())
-        return [Score(value=reward, truncated=cut) for reward, (_, cut) in zip(rewards, encoded, strict=True)]
+            for row, j in enumerate(group):
+                reward = float(logits[row, self.config.label].float())
+                scores[scorable[j]] = Score(value=reward, truncated=encoded[j][1])
+        return scores

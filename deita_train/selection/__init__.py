@@ -1,6 +1,15 @@
-"""Selection strategies (registered on `STRATEGIES`) and the select stage."""
+"""Selection strategies (registered on `STRATEGIES`) and the select stage.
 
-from deita_train.selection import dedup, deita, facility, ifd, kcenter, simple  # noqa: F401  (registers)
-from deita_train.selection.base import STRATEGIES, SelectConfig, Strategy, StrategyConfig, register_strategy
+Importing the package is light: the recipe checks (`config.py`, `section.py`) import no strategy. `STRATEGIES`
+loads the strategy modules (torch, datasets) when first read (PEP 562).
+"""
 
-__all__ = ["STRATEGIES", "SelectConfig", "Strategy", "StrategyConfig", "register_strategy"]
+__all__ = ["STRATEGIES"]
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module 'deita_train.selection' has no attribute {name!r}")
+    from deita_train.selection import strategies
+
+    return strategies.STRATEGIES

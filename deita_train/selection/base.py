@@ -1,32 +1,21 @@
-"""The strategy contract and registry. A strategy orders a scored dataset and returns the kept rows."""
+"""The strategy contract and registry. A strategy orders a scored dataset and returns the kept rows.
+
+After `select`, a strategy tells the runner's funnel (see `runner.py`) what it did with its input: `unranked`
+flags the rows it could not rank (a null or NaN where it reads), `details()` holds its counts, of which the
+keys named in `removals` count rows it ranked and then removed, and `budget` the rows it aimed for.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from datasets import Dataset
 
 from deita_train.registry import Registry
+from deita_train.selection.config import StrategyConfig
 from deita_train.selection.expressions import Expression
-
-
-@dataclass
-class StrategyConfig:
-    """Options every strategy takes; a strategy's own config subclasses this."""
-
-    budget: int | None = field(default=None, metadata={"help": "Rows to keep; None keeps all that pass."})
-
-
-@dataclass
-class SelectConfig:
-    """`select:` — filters, then one strategy with its options."""
-
-    strategy: str
-    options: StrategyConfig
-    filters: list[str] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 class Strategy(ABC):
@@ -34,25 +23,31 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
+    removals: ClassVar[tuple[str, ...]] = ()  # keys of `details()` counting rows ranked, then removed
 
     def __init__(self, config: StrategyConfig, seed: int) -> None:
         self.config = config
         self.seed = seed
+        self.unranked: np.ndarray | None = None  # set by `select`: one flag per input row; None: all were ranked
+        self.found: dict[str, Any] = {}  # set by `select`: what `details()` reports
+        self.budget = config.budget  # rows aimed for; `select` resolves it where it depends on the data
 
     @abstractmethod
     def select(self, scored: Dataset) -> list[int]:
         """Positions (0-based rows of `scored`) of the kept rows, in selection order."""
 
     def columns(self) -> list[str]:
-        """The columns this strategy reads: those of its config's `score` expression and its `embedding` column,
-        where the config has them. A row with a null in any of them counts as unscored."""
-        score, embedding = getattr(self.config, "score", None), getattr(self.config, "embedding", None)
-        used = Expression(score, "select.score").columns if score else set()
-        return sorted(used | {embedding} if embedding else used)
+        """The columns this strategy reads: its config's `embedding` column, then those of its `score` expression,
+        where the config has them. A row with a null in any of them counts as unscored (in `counts.scored`; the
+        funnel counts an unranked row under the first of them null there)."""
+        vectors = sorted(set(self.config.vector_columns().values()))
+        used = {name for option, text in self.config.expressions().items()
+                for name in Expression(text, f"select.{option}").columns}
+        return vectors + sorted(used - set(vectors))
 
     def details(self) -> dict[str, Any]:
         """What the strategy found (e.g. duplicates), recorded in `selection.json` after it ran."""
-        return {}
+        return self.found
 
     def parameters(self) -> dict[str, Any]:
         """What `selection.json` records of this strategy."""

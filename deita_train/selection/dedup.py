@@ -14,37 +14,16 @@ neighbours all lie inside the radius (so counts stay exact however large a group
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.config import DedupConfig
 from deita_train.selection.deita import unit_rows
 from deita_train.selection.scores import embedding_matrix
-
-
-@dataclass
-class DedupConfig(StrategyConfig):
-    """Options of `dedup`."""
-
-    embedding: str = field(default="embedding", metadata={"help": "Column holding one embedding vector per row."})
-    radius: float = field(default=0.05, metadata={"help": "Squared L2 distance below which two rows repeat."})
-    normalize: bool = field(default=True, metadata={"help": "L2-normalize embeddings first (Magpie does)."})
-    backend: Literal["auto", "faiss", "torch"] = field(
-        default="auto", metadata={"help": "`auto`: torch when CUDA is present, else faiss (CPU)."}
-    )
-    index: Literal["flat", "ivf"] = field(
-        default="flat", metadata={"help": "FAISS index: `flat` exact; `ivf` approximate, for millions of rows."}
-    )
-    nlist: int | None = field(default=None, metadata={"help": "IVF cells; None: 4 * sqrt(n)."})
-    nprobe: int = field(default=16, metadata={"help": "IVF cells visited per query."})
-    neighbors: int = field(
-        default=16, metadata={"help": "k of the k-NN pass; rows with all k inside the radius get a range search."}
-    )
-    query_block: int = field(default=65536, metadata={"help": "Queries per search call (bounds result memory)."})
 
 
 @dataclass
@@ -58,25 +37,21 @@ class NeighborStats:
 
 @register_strategy("dedup")
 class DedupStrategy(Strategy):
-    """Drop rows with an earlier near-duplicate; keep the rest in pool order."""
+    """Drop rows with an earlier near-duplicate; keep the rest in pool order. `details()`: `duplicates` (the rows
+    dropped) and `with_repeats` (rows with any other row within the radius, the first of a group included)."""
 
     config_class = DedupConfig
-
-    def __init__(self, config: DedupConfig, seed: int) -> None:
-        super().__init__(config, seed)
-        self.found: dict[str, int] = {}
+    removals = ("duplicates",)
 
     def select(self, scored: Dataset) -> list[int]:
         vectors, valid = embedding_matrix(scored, self.config.embedding)
+        self.unranked = ~valid
         if self.config.normalize:
             vectors = unit_rows(torch.from_numpy(vectors)).numpy()
         stats = neighbor_stats(vectors, self.config)
         rows = np.flatnonzero(valid)
         self.found = {"duplicates": int(stats.duplicate.sum()), "with_repeats": int((stats.repeat_count > 0).sum())}
         return rows[~stats.duplicate][: self.config.budget].tolist()
-
-    def details(self) -> dict[str, Any]:
-        return self.found
 
 
 def neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborStats:

@@ -20,48 +20,41 @@ does not depend on the shape of the matrix product that computed it. TF32 matmul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.config import DeitaConfig
 from deita_train.selection.scores import embedding_matrix, sample_scores
-
-
-@dataclass
-class DeitaConfig(StrategyConfig):
-    """Options of `deita`. `budget` defaults to 6000, the Deita-6K size."""
-
-    budget: int | None = field(default=6000, metadata={"help": "Rows to keep (Deita-6K: 6000); None: no limit."})
-    score: str = field(
-        default="complexity * quality",
-        metadata={"help": "Score expression; per-turn lists multiply elementwise, then sum over turns."},
-    )
-    embedding: str = field(default="embedding", metadata={"help": "Column holding one embedding vector per row."})
-    threshold: float = field(
-        default=0.9, metadata={"help": "Keep a row iff its max cosine to the selected rows is <= this."}
-    )
-    block_size: int = field(default=1024, metadata={"help": "Candidates tested per matrix product."})
-    device: str | None = field(default=None, metadata={"help": "torch device; None: cuda when available, else cpu."})
 
 
 @register_strategy("deita")
 class DeitaStrategy(Strategy):
-    """Deita's score-first diverse selection; see the module docstring."""
+    """Deita's score-first diverse selection; see the module docstring. `details()`: `rejected_by_diversity`, the
+    rows reached in score order and rejected as too similar to a selected row before the budget was filled."""
 
     config_class = DeitaConfig
+    removals = ("rejected_by_diversity",)
 
     def select(self, scored: Dataset) -> list[int]:
         scores = sample_scores(scored, self.config.score)
         vectors, valid = embedding_matrix(scored, self.config.embedding)
+        self.unranked = ~valid | np.isnan(scores)
         rows = np.flatnonzero(valid)  # position in `vectors` -> row of `scored`
         ranked = stable_descending(scores[rows])
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         units = unit_rows(torch.from_numpy(vectors))
         picks = repr_filter(units, ranked, self.config.threshold, self.config.budget, self.config.block_size, device)
+        self.found = {"rejected_by_diversity": visited(ranked, picks, self.config.budget) - len(picks)}
         return rows[picks].tolist()
+
+
+def visited(order: np.ndarray, picks: list[int], budget: int | None) -> int:
+    """Candidates of `order` examined: up to the last pick when the picks filled the budget, else all of them."""
+    if budget is not None and picks and len(picks) >= budget:
+        return int(np.flatnonzero(order == picks[-1])[0]) + 1
+    return len(order)
 
 
 def stable_descending(scores: np.ndarray) -> np.ndarray:

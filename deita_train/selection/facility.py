@@ -13,53 +13,38 @@ and the initial gains are summed block by block.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.recipe.errors import RecipeError
-from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.config import FacilityLocationConfig
 from deita_train.selection.deita import stable_descending
 from deita_train.selection.scores import embedding_matrix, sample_scores
 
 
-@dataclass
-class FacilityLocationConfig(StrategyConfig):
-    """Options of `facility_location`; `budget` is required (the paper keeps 2% of the pool)."""
-
-    score: str = field(default="mean(ifd)", metadata={"help": "Pre-selection score expression (IFD)."})
-    below: float | None = field(default=1.0, metadata={"help": "Keep only scores strictly below this; None: all."})
-    preselect: float = field(default=0.2, metadata={"help": "Fraction of the whole pool pre-selected by score."})
-    embedding: str = field(default="embedding", metadata={"help": "Column holding one embedding vector per row."})
-    max_matrix_rows: int = field(
-        default=8192, metadata={"help": "Build the full n x n similarity matrix (float64) only up to this many rows."}
-    )
-    block_size: int = field(default=1024, metadata={"help": "Rows per block when summing initial gains."})
-    device: str | None = field(default=None, metadata={"help": "torch device; None: cuda when available, else cpu."})
-
-    def __post_init__(self) -> None:
-        if self.budget is None:
-            raise RecipeError(["select.budget: `facility_location` needs a budget (rows to keep)"])
-        if not 0 < self.preselect <= 1:
-            raise RecipeError([f"select.preselect: {self.preselect} is not in (0, 1]"])
-
-
 @register_strategy("facility_location")
 class FacilityLocationStrategy(Strategy):
-    """Superfiltering-D: IFD pre-selection, then lazy greedy facility location."""
+    """Superfiltering-D: IFD pre-selection, then lazy greedy facility location. `details()`: `score_cut` (the
+    scored rows failing the `cut`), `not_preselected` (rows passing it beyond the preselect share), `preselected`."""
 
     config_class = FacilityLocationConfig
+    removals = ("score_cut", "not_preselected")
 
     def select(self, scored: Dataset) -> list[int]:
         scores = sample_scores(scored, self.config.score)
         vectors, valid = embedding_matrix(scored, self.config.embedding)
         scores = np.where(valid, scores, np.nan)
+        self.unranked = np.isnan(scores)
         if self.config.below is not None:
             with np.errstate(invalid="ignore"):
                 scores = np.where(scores < self.config.below, scores, np.nan)
-        pool = stable_descending(scores)[: int(len(scored) * self.config.preselect)]
+        passing = stable_descending(scores)
+        pool = passing[: int(len(scored) * self.config.preselect)]
+        self.found = {"score_cut": int((~self.unranked).sum() - len(passing)),
+                      "cut": None if self.config.below is None else f"{self.config.score} < {self.config.below}",
+                      "not_preselected": len(passing) - len(pool), "preselected": len(pool)}
         position = np.cumsum(valid) - 1  # row -> row of `vectors`
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         points = torch.from_numpy(vectors[position[pool]]).to(device)

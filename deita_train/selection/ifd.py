@@ -11,53 +11,37 @@ assistant turns, which is the IFD itself for single-turn records).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from datasets import Dataset
 
-from deita_train.recipe.errors import RecipeError
-from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.config import IFDConfig
 from deita_train.selection.deita import stable_descending
 from deita_train.selection.scores import sample_scores
 
 
-@dataclass
-class IFDConfig(StrategyConfig):
-    """Options of `superfilter` and `cherry`: `budget` (a count) or `fraction`, not both."""
-
-    score: str = field(default="mean(ifd)", metadata={"help": "IFD expression; default: mean over turns."})
-    fraction: float | None = field(
-        default=None, metadata={"help": "Share to keep: of the whole pool (superfilter) or of valid rows (cherry)."}
-    )
-    keep_pool_order: bool = field(default=False, metadata={"help": "Return the kept rows in pool order."})
-
-    def __post_init__(self) -> None:
-        if (self.budget is None) == (self.fraction is None):
-            raise RecipeError(["select: give exactly one of `budget` (a count) or `fraction`"])
-        if self.fraction is not None and not 0 < self.fraction <= 1:
-            raise RecipeError([f"select.fraction: {self.fraction} is not in (0, 1]"])
-
-
 class IFDStrategy(Strategy):
-    """Shared mechanics; subclasses set `inclusive` (keep ifd == 1) and `fraction_of_pool`."""
+    """Shared mechanics; subclasses set `inclusive` (keep ifd == 1) and `fraction_of_pool`.
+    `details()`: `score_cut`, the scored rows failing the `cut`; `budget` is the count a `fraction` gives."""
 
     config_class = IFDConfig
+    removals = ("score_cut",)
     inclusive: bool
     fraction_of_pool: bool
 
     def select(self, scored: Dataset) -> list[int]:
         ifd = sample_scores(scored, self.config.score)
+        self.unranked = np.isnan(ifd)
         with np.errstate(invalid="ignore"):
             valid = (ifd <= 1) if self.inclusive else (ifd < 1)  # NaN compares False: dropped
         kept = np.where(valid, ifd, np.nan)
         ranked = stable_descending(kept)
-        if self.config.budget is not None:
-            count = self.config.budget
-        else:
+        cut = f"{self.config.score} {'<=' if self.inclusive else '<'} 1"
+        self.found = {"score_cut": int((~self.unranked).sum() - len(ranked)), "cut": cut}
+        if self.config.budget is None:
             base = len(scored) if self.fraction_of_pool else len(ranked)
-            count = int(base * self.config.fraction)
-        picks = ranked[:count]
+            self.budget = int(base * self.config.fraction)
+        picks = ranked[: self.budget]
         return sorted(picks.tolist()) if self.config.keep_pool_order else picks.tolist()
 
 

@@ -7,33 +7,14 @@ O(n): one distance row per pick, never an n x n matrix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.recipe.errors import RecipeError
-from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.config import KCenterConfig
 from deita_train.selection.deita import stable_descending, unit_rows
 from deita_train.selection.scores import embedding_matrix, sample_scores
-
-
-@dataclass
-class KCenterConfig(StrategyConfig):
-    """Options of `kcenter`; `budget` (the number of centers) is required."""
-
-    embedding: str = field(default="embedding", metadata={"help": "Column holding one embedding vector per row."})
-    metric: Literal["euclidean", "cosine"] = field(
-        default="euclidean", metadata={"help": "`cosine` measures euclidean distance between unit vectors."}
-    )
-    score: str | None = field(default=None, metadata={"help": "Score expression choosing the first center."})
-    device: str | None = field(default=None, metadata={"help": "torch device; None: cuda when available, else cpu."})
-
-    def __post_init__(self) -> None:
-        if self.budget is None:
-            raise RecipeError(["select.budget: `kcenter` needs a budget (the number of centers)"])
 
 
 @register_strategy("kcenter")
@@ -44,13 +25,16 @@ class KCenterStrategy(Strategy):
 
     def select(self, scored: Dataset) -> list[int]:
         vectors, valid = embedding_matrix(scored, self.config.embedding)
+        self.unranked = ~valid
         rows = np.flatnonzero(valid)
         if not len(rows):
             return []
         first = 0
         if self.config.score is not None:
-            ranked = stable_descending(sample_scores(scored, self.config.score)[rows])
-            if not len(ranked):
+            scores = sample_scores(scored, self.config.score)
+            ranked = stable_descending(scores[rows])
+            if not len(ranked):  # no row has a score to choose the first center: none can be ranked
+                self.unranked = ~valid | np.isnan(scores)
                 return []
             first = int(ranked[0])
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

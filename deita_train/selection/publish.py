@@ -10,7 +10,8 @@ from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from deita_train import __version__
-from deita_train.recipe.schema import HubSection, Recipe
+from deita_train.recipe.schema import Recipe
+from deita_train.selection.config import HubSection
 
 CARD_TAGS = ["deita-train", "data-selection"]
 

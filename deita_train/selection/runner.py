@@ -2,31 +2,78 @@
 
 `selection.json` records the strategy and its parameters, counts at each step (`pool`; `scored`: rows
 with no null in the columns the strategy reads; one entry per filter; `filtered`; `selected`), what
-the strategy found, the report's figures, and seconds per step (and their total).
+the strategy found, the funnel, the report's figures, and seconds per step (and their total).
+
+The funnel accounts for every pool row once, in the order the steps remove them:
+
+    pool = filtered + unscored + (the strategy's removals) + beyond_budget + selected
+
+- `filtered`: rows removed by `select.filters`, each by the first filter it fails (`null`: by a null there);
+- `unscored`: rows past the filters that the strategy cannot rank (a null or NaN where it reads), by column
+  and reason: a row's `<column>_reason` where the dataset has that column, else `null`;
+- the strategy's removals (`Strategy.removals`): `rejected_by_diversity` (deita: reached in score order,
+  too similar to a selected row), `duplicates` (dedup), `score_cut` (threshold, superfilter, cherry,
+  facility_location: ranked rows failing the cut), `not_preselected` (facility_location);
+- `beyond_budget`: rows past every step left out because the budget was filled (0 when it was not);
+- `selected`; and `budget` (the rows aimed for; a `fraction` resolved to a count).
+When fewer rows than the budget are selected, `shortfall` = budget - selected and a warning names the causes.
+Each step is logged on one INFO line. No row selected is a `UserError` naming the step that emptied the
+selection, raised before anything is written (an earlier run's `selected/` stays, but its manifest is gone, so
+no later stage reads it: see manifest.py).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from deita_train.selection.base import STRATEGIES, SelectConfig, Strategy
+from deita_train.errors import UserError
+from deita_train.selection.base import Strategy
+from deita_train.selection.config import SelectConfig
 from deita_train.selection.filters import apply_filters
 from deita_train.selection.report import write_report
 from deita_train.selection.scores import arrow_column
+from deita_train.selection.strategies import STRATEGIES
 from deita_train.storage import save_dataset, write_json
+
+logger = logging.getLogger(__name__)
+
+HINTS = {
+    "unscored": "check the score columns (`<column>_reason` in scored/ says why a row has no score)",
+    "score_cut": "no scored row passes the cut: check the scores",
+    "not_preselected": "raise select.preselect",
+    "beyond_budget": "the budget is 0 rows: raise select.budget or select.fraction",
+}
+
+
+class Step(NamedTuple):
+    """One funnel step as the console and messages show it."""
+
+    kind: str  # a filter's key (`select.filters.0`), `unscored`, a strategy removal, or `beyond_budget`
+    label: str  # e.g. "select.filters.0 'length < 2048' removed 12 (3 null)"
+    removed: int
+    left: int  # rows left after this step
 
 
 def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -> tuple[Dataset, dict[str, Any]]:
-    """Apply `config` to `scored`; write `<output_dir>/selected/`, `selection.json` and `report/`."""
+    """Apply `config` to `scored`; write `<output_dir>/selected/`, `selection.json` and `report/`.
+
+    Raises `UserError` when no row is selected, before writing anything (see the module docstring)."""
     seconds: dict[str, float] = {}
     strategy = STRATEGIES.get(config.strategy, "select.strategy")(config.options, seed)
     picks, positions, filter_steps = choose(scored, config, strategy, seconds)
+    funnel = build_funnel(scored, positions, filter_steps, strategy, len(picks))
+    steps = funnel_steps(funnel, strategy)
+    log_funnel(funnel, steps)
+    if not picks:
+        raise UserError(empty_message(funnel, steps))
 
     started = time.perf_counter()
     selected = scored.select(picks)
@@ -47,6 +94,7 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
             "filtered": len(positions),
             "selected": len(selected),
         },
+        "funnel": funnel,
         "found": strategy.details(),
         "report": figures,
         "seconds": seconds,
@@ -76,3 +124,109 @@ def count_scored(scored: Dataset, columns: list[str]) -> int:
     for column in columns:
         present &= pc.invert(arrow_column(scored, column).is_null()).to_numpy(zero_copy_only=False)
     return int(present.sum())
+
+
+def build_funnel(scored: Dataset, positions: np.ndarray, filter_steps: list[dict[str, Any]], strategy: Strategy,
+                 selected: int) -> dict[str, Any]:
+    """The funnel (module docstring) of `strategy`, run on the rows at `positions`, having selected `selected`.
+
+    A strategy whose counts cannot add up (a negative remainder, rows left beyond a budget it did not fill) is a
+    bug: a RuntimeError, never a wrong funnel."""
+    unranked = np.zeros(len(positions), dtype=bool) if strategy.unranked is None else strategy.unranked
+    removed = {name: int(strategy.details()[name]) for name in strategy.removals}
+    beyond = len(positions) - int(unranked.sum()) - sum(removed.values()) - selected
+    if len(unranked) != len(positions) or beyond < 0 or (beyond and selected != strategy.budget):
+        raise RuntimeError(f"select: the counts of strategy {strategy.name!r} do not add up: {len(positions)} rows in, "
+                           f"{len(unranked)} flags, {int(unranked.sum())} unranked, removed {removed}, {selected} "
+                           f"selected, budget {strategy.budget}")
+    funnel = {
+        "pool": len(scored),
+        "filtered": {"rows": len(scored) - len(positions),
+                     "by_filter": [{"key": f"select.filters.{i}", "filter": step["filter"],
+                                    "removed": step["failed"] + step["null"], "null": step["null"]}
+                                   for i, step in enumerate(filter_steps)]},
+        "unscored": {"rows": int(unranked.sum()),
+                     "by_column": unscored_reasons(scored, positions[unranked], strategy)},
+        **removed,
+        "beyond_budget": beyond,
+        "selected": selected,
+        "budget": strategy.budget,
+    }
+    if strategy.budget is not None and selected < strategy.budget:
+        funnel["shortfall"] = strategy.budget - selected
+    return funnel
+
+
+def unscored_reasons(scored: Dataset, rows: np.ndarray, strategy: Strategy) -> dict[str, dict[str, int]]:
+    """Why the strategy could not rank `rows` (of `scored`): each row counted once, under the first column it reads
+    that is null there, by that row's `<column>_reason` (`null` where there is none); a row with no null (its
+    score is NaN) under the score expression, as `NaN`."""
+    if not len(rows):
+        return {}
+    unranked = scored.select(rows)
+    left = np.ones(len(rows), dtype=bool)
+    found: dict[str, dict[str, int]] = {}
+    for column in strategy.columns():
+        null = left & arrow_column(unranked, column).is_null().to_numpy(zero_copy_only=False)
+        if null.any():
+            found[column] = null_reasons(unranked, column, null)
+        left &= ~null
+    if left.any():
+        found[strategy.config.expressions().get("score", "score")] = {"NaN": int(left.sum())}
+    return found
+
+
+def null_reasons(rows: Dataset, column: str, null: np.ndarray) -> dict[str, int]:
+    """Rows flagged in `null` by their `<column>_reason` (`null` where `rows` has no such column or no reason there),
+    most frequent first."""
+    if f"{column}_reason" not in rows.column_names:
+        return {"null": int(null.sum())}
+    reasons = arrow_column(rows, f"{column}_reason").filter(pa.array(null)).cast(pa.string()).fill_null("null")
+    counts = [(item["values"], item["counts"]) for item in pc.value_counts(reasons).to_pylist()]
+    return dict(sorted(counts, key=lambda item: (-item[1], item[0])))
+
+
+def funnel_steps(funnel: dict[str, Any], strategy: Strategy) -> list[Step]:
+    """The funnel's steps in order, each with the rows it removed and the rows left after it."""
+    rows: list[tuple[str, str, int]] = []
+    for record in funnel["filtered"]["by_filter"]:
+        null = f" ({record['null']} null)" if record["null"] else ""
+        rows.append((record["key"], f"{record['key']} {record['filter']!r} removed {record['removed']}{null}",
+                     record["removed"]))
+    unscored = funnel["unscored"]
+    reasons = "; ".join(f"{column}: " + ", ".join(f"{reason} {n}" for reason, n in counts.items())
+                        for column, counts in unscored["by_column"].items())
+    rows.append(("unscored", f"unscored {unscored['rows']}" + (f" ({reasons})" if reasons else ""), unscored["rows"]))
+    for name in strategy.removals:
+        cut = strategy.details().get("cut") if name == "score_cut" else None
+        rows.append((name, f"{name.replace('_', ' ')} {funnel[name]}" + (f" (keeps {cut})" if cut else ""),
+                     funnel[name]))
+    rows.append(("beyond_budget", f"beyond budget {funnel['beyond_budget']}", funnel["beyond_budget"]))
+    steps, left = [], funnel["pool"]
+    for kind, label, removed in rows:
+        left -= removed
+        steps.append(Step(kind, label, removed, left))
+    return steps
+
+
+def log_funnel(funnel: dict[str, Any], steps: list[Step]) -> None:
+    """One INFO line per step, then a WARNING when the budget was not reached (an empty selection raises instead)."""
+    logger.info("select: pool %d rows", funnel["pool"])
+    for step in steps:
+        logger.info("select: %s, %d left", step.label, step.left)
+    budget = funnel["budget"]
+    logger.info("select: selected %d%s", funnel["selected"], "" if budget is None else f" of budget {budget}")
+    if "shortfall" in funnel and funnel["selected"]:
+        causes = "; ".join(step.label for step in steps if step.removed) or f"the pool has {funnel['pool']} rows"
+        logger.warning("select: budget not reached: selected %d of %d (%s)", funnel["selected"], budget, causes)
+
+
+def empty_message(funnel: dict[str, Any], steps: list[Step]) -> str:
+    """What emptied the selection: every step that removed rows, then how to fix the one that left none."""
+    emptied = next((step for step in steps if step.removed and step.left == 0), None)
+    if emptied is None:
+        return "select: no row selected: the pool has no rows"
+    walk = "; ".join(f"{step.label}, {step.left} left" for step in steps if step.removed)
+    fix = f"loosen {emptied.kind}" if emptied.kind.startswith("select.filters.") else HINTS.get(
+        emptied.kind, "loosen the filters or check the score columns")
+    return f"select: no row selected from {funnel['pool']} rows: {walk}; {fix}"

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
 from datasets import Dataset
 
-from deita_train.recipe.errors import RecipeError
-from deita_train.selection.base import Strategy, StrategyConfig, register_strategy
+from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.config import ThresholdConfig, TopKConfig
 from deita_train.selection.deita import stable_descending
 from deita_train.selection.scores import sample_scores
 
@@ -23,11 +20,6 @@ class RandomStrategy(Strategy):
         return order[: self.config.budget].tolist()
 
 
-@dataclass
-class TopKConfig(StrategyConfig):
-    score: str = field(default="score", metadata={"help": "Score expression (per-turn lists are summed) to rank by."})
-
-
 @register_strategy("top_k")
 class TopKStrategy(Strategy):
     """The `budget` highest-scoring rows, descending; ties keep the lower id first; unscored rows are not ranked."""
@@ -35,42 +27,36 @@ class TopKStrategy(Strategy):
     config_class = TopKConfig
 
     def select(self, scored: Dataset) -> list[int]:
-        ranked = stable_descending(sample_scores(scored, self.config.score))
-        return ranked[: self.config.budget].tolist()
-
-
-@dataclass
-class ThresholdConfig(StrategyConfig):
-    """Options of `threshold`: at least one of `min` and `max`."""
-
-    score: str = field(default="score", metadata={"help": "Score expression (per-turn lists are summed)."})
-    min: float | None = field(default=None, metadata={"help": "Keep rows with score >= min."})
-    max: float | None = field(default=None, metadata={"help": "Keep rows with score <= max."})
-    order: Literal["score", "pool"] = field(
-        default="score", metadata={"help": "`score`: descending score (ties: lower id); `pool`: pool order."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.min is None and self.max is None:
-            raise RecipeError(["select: `threshold` needs `min`, `max` or both"])
+        scores = sample_scores(scored, self.config.score)
+        self.unranked = np.isnan(scores)
+        return stable_descending(scores)[: self.config.budget].tolist()
 
 
 @register_strategy("threshold")
 class ThresholdStrategy(Strategy):
-    """Rows whose score lies in [min, max]; unscored rows fail; `budget` truncates in the chosen order."""
+    """Rows whose score lies in [min, max]; unscored rows fail; `budget` truncates in the chosen order.
+    `details()`: `score_cut`, the scored rows outside [min, max], and the `cut` a row must pass."""
 
     config_class = ThresholdConfig
+    removals = ("score_cut",)
 
     def select(self, scored: Dataset) -> list[int]:
         scores = sample_scores(scored, self.config.score)
+        self.unranked = np.isnan(scores)
         with np.errstate(invalid="ignore"):
             passing = ~np.isnan(scores)
             if self.config.min is not None:
                 passing &= scores >= self.config.min
             if self.config.max is not None:
                 passing &= scores <= self.config.max
+        self.found = {"score_cut": int((~self.unranked & ~passing).sum()), "cut": self.cut()}
         if self.config.order == "pool":
             picks = np.flatnonzero(passing)
         else:
             picks = stable_descending(np.where(passing, scores, np.nan))
         return picks[: self.config.budget].tolist()
+
+    def cut(self) -> str:
+        """What a row's score must satisfy, e.g. `quality >= 4.0 and quality <= 5.0`."""
+        bounds = [(">=", self.config.min), ("<=", self.config.max)]
+        return " and ".join(f"{self.config.score} {sign} {value}" for sign, value in bounds if value is not None)

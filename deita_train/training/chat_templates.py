@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "

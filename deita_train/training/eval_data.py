@@ -8,7 +8,7 @@ import numpy as np
 from datasets import Dataset
 
 from deita_train.data.sources import load_sources
-from deita_train.recipe.schema import EvalData
+from deita_train.training.config import EvalData
 
 
 def hold_out(

@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import BitsAndBytesConfig
 
-from deita_train.recipe.schema import PeftSection
+from deita_train.training.config import PeftSection
 
 
 def lora_config(section: PeftSection) -> LoraConfig:

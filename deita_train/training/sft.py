@@ -10,8 +10,8 @@ from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from deita_train.recipe.schema import ModelConfig, PeftSection, SFTStage
 from deita_train.training.chat_templates import apply_chat_template
+from deita_train.training.config import ModelConfig, PeftSection, SFTStage
 from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config, save_adapter
 from deita_train.training.preconditions import liger_problems, packing_problems

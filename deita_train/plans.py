@@ -1,0 +1,53 @@
+"""The plan of every stage a recipe declares: which sections each reads and what its inputs are (see manifest.py).
+
+The chain follows the data: pool -> score -> select -> sft -> dpo. A stage's input fingerprint is the plan of the
+stage before it (computed from the recipe, not read from disk), so equal fingerprints mean the same configuration
+all the way up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deita_train.fingerprints import digest, model_identity, source_identity
+from deita_train.manifest import StagePlan
+from deita_train.recipe.schema import Recipe
+
+
+def sources_fingerprint(sources: list[Any], seed: int) -> str:
+    """The sources' options, the seed that draws samples, and each file's identity."""
+    return digest({"sources": sources, "seed": seed,
+                   "files": [source_identity(s.path, s.split, s.name) for s in sources]})
+
+
+def stage_plans(recipe: Recipe) -> dict[str, StagePlan]:
+    """A plan for every stage the recipe declares."""
+    out, seed, plans = recipe.output_dir, recipe.seed, {}
+    data = sources_fingerprint(recipe.pool, seed) if recipe.pool else None  # what the next stage reads
+    model = recipe.model.name_or_path if recipe.model is not None else None
+    if recipe.score:
+        models = {column: model_identity(config.model or model) for column, config in recipe.score.items()
+                  if config.uses_model}
+        plans["score"] = StagePlan("score", out, {"score": digest(recipe.score)},
+                                   {"pool": data, "models": digest(models)})
+        data = plans["score"].fingerprint
+    if recipe.select is not None:
+        plans["select"] = StagePlan("select", out, section_digests(recipe, "select"), {"candidates": data})
+        data = plans["select"].fingerprint
+    if recipe.sft is not None:
+        plans["sft"] = StagePlan("sft", out, section_digests(recipe, "model", "sft", "peft", "online"),
+                                 {"train": data, "model": digest(model_identity(model)),
+                                  "eval": sources_fingerprint(recipe.sft.eval_dataset, seed)})
+    if recipe.dpo is not None:
+        start = (plans["sft"].fingerprint if recipe.sft is not None and recipe.dpo.model is None
+                 else digest(model_identity(recipe.dpo.model or model)))
+        preferences = sources_fingerprint(recipe.dpo.dataset + recipe.dpo.eval_dataset, seed)
+        plans["dpo"] = StagePlan("dpo", out, section_digests(recipe, "model", "dpo", "peft"),
+                                 {"start": start, "preferences": preferences})
+    return plans
+
+
+def section_digests(recipe: Recipe, *names: str) -> dict[str, str]:
+    """A digest per named section the recipe has (every field, defaults included), and the seed."""
+    return {name: digest(getattr(recipe, name)) for name in names if getattr(recipe, name) is not None} | {
+        "seed": str(recipe.seed)}

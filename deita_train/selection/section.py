@@ -1,0 +1,81 @@
+"""The `select:` and `hub:` sections: parsed by the strategies' config classes and checked before anything runs:
+option ranges, and every filter and score expression compiled and its columns resolved against the columns the run
+will have (the pool's fields, the scorers' columns)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deita_train.data.section import pool_columns
+from deita_train.recipe.errors import RecipeError
+from deita_train.recipe.sections import Section
+from deita_train.recipe.strict import build, convert
+from deita_train.registry import did_you_mean
+from deita_train.scoring.section import scored_columns
+from deita_train.selection.config import STRATEGY_CONFIGS, HubSection, SelectConfig
+from deita_train.selection.expressions import Expression
+
+COMMON_KEYS = ("strategy", "filters")
+
+
+def parse_select(raw: Any, problems: list[str], key: str = "select") -> SelectConfig | None:
+    """`select:` (or `online.select:`) is `strategy`, optional `filters`, and the strategy's own options."""
+    if not isinstance(raw, dict) or "strategy" not in raw:
+        problems.append(f"{key}: expected a mapping with `strategy` (one of {', '.join(STRATEGY_CONFIGS.names())})")
+        return None
+    try:
+        config_class = STRATEGY_CONFIGS.get(raw["strategy"], f"{key}.strategy")
+    except RecipeError as error:
+        problems += error.problems
+        return None
+    filters = convert(raw.get("filters", []), list[str], f"{key}.filters", problems)
+    options = build(config_class, {k: v for k, v in raw.items() if k not in COMMON_KEYS}, key, problems)
+    if options is None or filters is None:
+        return None
+    return SelectConfig(strategy=raw["strategy"], options=options, filters=filters, raw=raw)
+
+
+def expression_problems(config: SelectConfig, key: str, columns: set[str] | None) -> list[str]:
+    """Every filter and score expression compiled, and (when the columns are known) every name it reads resolved;
+    every embedding column resolved too."""
+    texts = {f"{key}.filters.{i}": text for i, text in enumerate(config.filters)}
+    texts |= {f"{key}.{option}": text for option, text in config.options.expressions().items()}
+    problems, names = [], []
+    for where, text in texts.items():
+        try:
+            expression = Expression(text, where)
+        except RecipeError as error:
+            problems += error.problems
+            continue
+        names += [(where, f"{text!r}: no column", name) for name in sorted(expression.columns)]
+    names += [(f"{key}.{option}", "no column", column) for option, column in config.options.vector_columns().items()]
+    if columns is not None:
+        problems += [f"{where}: {what} {name!r}{did_you_mean(name, columns)} (the pool's fields, read from its first "
+                     "records, and the scorers' columns)" for where, what, name in names if name not in columns]
+    return problems
+
+
+def select_columns(recipe: Any) -> set[str] | None:
+    """The columns selection will see: the pool's and the scorers'; None when the pool's cannot be known up front."""
+    columns = pool_columns(recipe.pool)
+    return None if columns is None else columns | scored_columns(recipe.score)
+
+
+def select_problems(config: SelectConfig, recipe: Any) -> list[str]:
+    problems = [] if recipe.pool else ["pool: required by the select stage: list at least one source"]
+    problems += config.options.problems("select")
+    return problems + expression_problems(config, "select", select_columns(recipe))
+
+
+def parse_hub(raw: Any, problems: list[str]) -> HubSection | None:
+    return build(HubSection, raw or {}, "hub", problems)
+
+
+def hub_problems(config: HubSection, recipe: Any) -> list[str]:
+    if recipe.select is None:
+        return ["hub.dataset_id: pushes the selected dataset, but the recipe has no select stage"]
+    return []
+
+
+SELECT = Section(parse=parse_select, problems=select_problems)
+HUB = Section(parse=parse_hub, problems=hub_problems)
