@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from deita_train.data.config import SourceConfig
+from deita_train.recipe.ranges import at_least_one, in_unit_interval
 
 DATA_SUFFIXES = tuple(f".{kind}{gz}" for kind in ("json", "jsonl", "parquet", "csv") for gz in ("", ".gz"))
 
@@ -34,10 +35,7 @@ def missing_file(path: str) -> str | None:
 
 def option_problems(source: SourceConfig, key: str) -> list[str]:
     """`limit`, `sample` and `fraction`: each in range, and at most one of them."""
-    problems = [f"{key}.{name}: must be at least 1, got {value}"
-                for name in ("limit", "sample") if (value := getattr(source, name)) is not None and value < 1]
-    if source.fraction is not None and not 0 < source.fraction <= 1:
-        problems.append(f"{key}.fraction: must be in (0, 1], got {source.fraction}")
+    problems = at_least_one(source, key, ("limit", "sample")) + in_unit_interval(source.fraction, f"{key}.fraction")
     chosen = [name for name in ("limit", "sample", "fraction") if getattr(source, name) is not None]
     if len(chosen) > 1:
         problems.append(f"{key}: set one of limit, sample, fraction, not {' and '.join(chosen)}")

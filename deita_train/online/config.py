@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deita_train.recipe.ranges import at_least_one, in_unit_interval
 from deita_train.scoring.config import SCORER_CONFIGS, IFDScorerConfig, TurnLossConfig
 
 # Scorers built on per-turn answer losses: they can run on the model being trained.
@@ -61,13 +62,10 @@ class OnlineConfig:
 
     def problems(self) -> list[str]:
         """What is out of range or contradictory in the options, each message naming its key."""
-        problems = []
+        problems = at_least_one(self, "online", ("every_steps",)) + in_unit_interval(self.pool_fraction,
+                                                                                      "online.pool_fraction")
         if self.every == "steps" and self.every_steps is None:
             problems.append("online.every_steps: required with `every: steps`")
         if self.every == "epoch" and self.every_steps is not None:
             problems.append("online.every_steps: only read with `every: steps`; set that or remove every_steps")
-        if self.every_steps is not None and self.every_steps < 1:
-            problems.append(f"online.every_steps: must be at least 1, got {self.every_steps}")
-        if not 0 < self.pool_fraction <= 1:
-            problems.append(f"online.pool_fraction: must be in (0, 1], got {self.pool_fraction}")
         return problems

@@ -6,9 +6,10 @@ Each config lists its own problems (ranges) and the columns its scorer writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from deita_train.recipe.ranges import at_least_one
 from deita_train.registry import Registry
 
 Convention = Literal["superfiltering", "cherry"]
@@ -36,14 +37,6 @@ class ScorerConfig:
     def columns(self, column: str) -> list[str]:
         """Every column the scorer adds to `scored/`: the score, its inspection extras, and the unscorable reason."""
         return [column, *(f"{column}_{name}" for name in self.extra_columns), f"{column}_reason"]
-
-
-def at_least_one(config: object, key: str, names: tuple[str, ...]) -> list[str]:
-    """`key.name: must be at least 1, got N` for each named option that is set and below 1."""
-    present = {f.name for f in fields(config)}
-    values = {name: getattr(config, name) for name in names if name in present}
-    return [f"{key}.{name}: must be at least 1, got {value}" for name, value in values.items()
-            if value is not None and value < 1]
 
 
 SCORER_CONFIGS: Registry[ScorerConfig] = Registry("scorer", names_classes=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deita_train.recipe.ranges import at_least_one, in_unit_interval
 from deita_train.registry import Registry
 
 
@@ -37,16 +38,6 @@ class StrategyConfig:
 
 def required_budget(config: StrategyConfig, key: str, strategy: str, what: str) -> list[str]:
     return [f"{key}.budget: `{strategy}` needs a budget ({what})"] if config.budget is None else []
-
-
-def in_unit_interval(value: float | None, key: str) -> list[str]:
-    return [f"{key}: must be in (0, 1], got {value}"] if value is not None and not 0 < value <= 1 else []
-
-
-def at_least_one(config: Any, key: str, names: tuple[str, ...]) -> list[str]:
-    values = {name: getattr(config, name) for name in names}
-    return [f"{key}.{name}: must be at least 1, got {value}" for name, value in values.items()
-            if value is not None and value < 1]
 
 
 @dataclass
