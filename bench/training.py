@@ -56,8 +56,8 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from bench.selection import peak_rss_gib, reset_peak
+from deita_train.data.chat_templates import TEMPLATE_NAMES, apply_chat_template
 from deita_train.data.formats import alpaca, preference
-from deita_train.training.chat_templates import TEMPLATE_NAMES, apply_chat_template
 from deita_train.training.dpo import DPO_DEFAULTS
 from deita_train.training.sft import SFT_DEFAULTS
 from deita_train.training.tiny_model import build_tokenizer

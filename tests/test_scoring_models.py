@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig
 
-from deita_train.training.chat_templates import VICUNA_SYSTEM
+from deita_train.data.chat_templates import VICUNA_SYSTEM
 
 from .scoring_fixtures import assert_batched_equals_single, make_scorer, mixed_records, record
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from deita_train.data.chat_templates import apply_chat_template
 from deita_train.evaluation.generation import generate
 from deita_train.evaluation.judge import JudgeClient, JudgeConfig, Judgment, summarize
 from deita_train.evaluation.mt_bench import judge_messages, questions
 from deita_train.storage import write_json
-from deita_train.training.chat_templates import apply_chat_template
 
 
 def run_eval(

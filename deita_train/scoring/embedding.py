@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from deita_train.data.chat_templates import VICUNA_V11
 from deita_train.scoring import lm
 from deita_train.scoring.base import Record, Score, Scorer, register_scorer
 from deita_train.scoring.config import EmbeddingScorerConfig
-from deita_train.training.chat_templates import VICUNA_V11
 
 
 def plain_text(record: Record) -> str:

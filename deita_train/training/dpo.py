@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from deita_train.training.chat_templates import apply_chat_template
+from deita_train.data.chat_templates import apply_chat_template
 from deita_train.training.config import DPOStage, ModelConfig, PeftSection
 from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config

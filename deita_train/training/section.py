@@ -28,7 +28,7 @@ def parse_model(raw: Any, problems: list[str]) -> ModelConfig | None:
 
 
 def model_problems(config: ModelConfig, recipe: Any) -> list[str]:
-    from deita_train.training.chat_templates import TEMPLATE_NAMES
+    from deita_train.data.chat_templates import TEMPLATE_NAMES
 
     problems = []
     if config.chat_template not in TEMPLATE_NAMES:

@@ -10,7 +10,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from deita_train.training.chat_templates import apply_chat_template
+from deita_train.data.chat_templates import apply_chat_template
 from deita_train.training.config import ModelConfig, PeftSection, SFTStage
 from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config, save_adapter
