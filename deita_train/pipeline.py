@@ -181,6 +181,7 @@ def run(recipe: Recipe, stages: list[str] | None = None, *, force: bool = False,
         job.report["stages"][stage] = {"status": "ran", "fingerprint": plan.fingerprint}
     if state.is_main_process:
         job.write_report()
+    state.wait_for_everyone()  # no process tears its process group down while another still uses it
     return job
 
 
