@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from functools import cached_property, partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -171,6 +172,7 @@ def run(recipe: Recipe, stages: list[str] | None = None, *, force: bool = False,
         if state.is_main_process:
             plan.start()
         state.wait_for_everyone()
+        started = time.perf_counter()
         if stage == "select":
             on_main_process(job.select, "selection")  # the others read `selected/` once it is written
         else:
@@ -178,7 +180,8 @@ def run(recipe: Recipe, stages: list[str] | None = None, *, force: bool = False,
         if state.is_main_process:
             plan.finish(versions())
         state.wait_for_everyone()
-        job.report["stages"][stage] = {"status": "ran", "fingerprint": plan.fingerprint}
+        job.report["stages"][stage] = {"status": "ran", "fingerprint": plan.fingerprint,
+                                       "seconds": round(time.perf_counter() - started, 3)}
     if state.is_main_process:
         job.write_report()
     state.wait_for_everyone()  # no process tears its process group down while another still uses it
