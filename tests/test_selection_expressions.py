@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from datasets import Dataset
 
@@ -21,6 +23,12 @@ ROW = {
     "instruction": "List three colors:",
     "input_quality": "good",
 }
+
+
+def evaluate(text: str, row: dict[str, Any], key: str = "k") -> Any:
+    """`text` compiled with `key` and evaluated on a one-row table of `row` (NULL for a null row)."""
+    result = Expression(text, key).evaluate_columns(pa.table({name: [value] for name, value in row.items()}))
+    return NULL if result.null[0] else result.value.item(0)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +50,7 @@ ROW = {
     ],
 )
 def test_accepts(text, expected):
-    assert Expression(text, "select.filters.0").evaluate(ROW) == expected
+    assert evaluate(text, ROW, "select.filters.0") == expected
 
 
 @pytest.mark.parametrize(
@@ -72,17 +80,16 @@ def test_rejects(text, why):
 
 
 def test_nulls_and_row_errors():
-    expression = Expression("quality[0] > 1", "select.filters.0")
-    assert expression.evaluate({"quality": None}) is NULL
-    assert expression.evaluate({"quality": [None, 2.0]}) is NULL
-    assert Expression("quality > 4.6", "k").evaluate(ROW) is False  # every turn must pass
-    assert Expression("4 < quality <= 5", "k").evaluate(ROW) is True
-    assert Expression("quality != 5", "k").evaluate(ROW) is False
-    assert Expression("5.0 in quality", "k").evaluate(ROW) is True
+    assert evaluate("quality[0] > 1", {"quality": None}) is NULL
+    assert evaluate("quality[0] > 1", {"quality": [None, 2.0]}) is NULL
+    assert evaluate("quality > 4.6", ROW) is False  # every turn must pass
+    assert evaluate("4 < quality <= 5", ROW) is True
+    assert evaluate("quality != 5", ROW) is False
+    assert evaluate("5.0 in quality", ROW) is True
     with pytest.raises(RecipeError, match="different lengths"):
-        Expression("quality * complexity", "k").evaluate({"quality": [1.0], "complexity": [1.0, 2.0]})
+        evaluate("quality * complexity", {"quality": [1.0], "complexity": [1.0, 2.0]})
     with pytest.raises(RecipeError, match="needs a string"):
-        Expression("length_tokens.lower()", "k").evaluate(ROW)
+        evaluate("length_tokens.lower()", ROW)
 
 
 def test_filters_count_each_step_and_nulls():
@@ -109,12 +116,11 @@ def test_score_expressions_sum_turns_and_give_nan_for_nulls():
 
 
 def refused_fast(text: str, row: dict | None = None) -> str:
-    """The RecipeError message for `text` (compiled with key `select.filters.0`, then evaluated on `row`), asserting
-    it came in under a second: a guard against unbounded work."""
+    """The RecipeError message for `text` (compiled with key `select.filters.0`, then evaluated on a one-row table of
+    `row`), asserting it came in under a second: a guard against unbounded work."""
     started = time.perf_counter()
     with pytest.raises(RecipeError) as error:
-        expression = Expression(text, "select.filters.0")
-        expression.evaluate(row or {})
+        evaluate(text, row or {"id": 0}, "select.filters.0")
     assert time.perf_counter() - started < 1.0
     return str(error.value)
 
@@ -143,7 +149,8 @@ def test_limits_on_constants_are_refused_when_compiled(text, words):
     ("text", "row", "words"),
     [
         ("x ** 100000 > 0", {"x": 9}, ["9 ** 100000", "integer limit", "MAX_INT_BITS"]),
-        ("x * x > 0", {"x": 3 ** 2000}, ["integer limit", "MAX_INT_BITS"]),
+        ("x * x > 0", {"x": 3 ** 39}, ["4052555153018976267 * 4052555153018976267", "overflows a 64-bit integer"]),
+        ("-x > 0", {"x": -2 ** 63}, ["-1 * -9223372036854775808", "overflows a 64-bit integer"]),
         ("len(s * 10**9) > 0", {"s": "ab"}, ["'ab' * 1000000000", "length limit", "MAX_LENGTH"]),
         ("len(s + s) > 0", {"s": "a" * 60_000}, ["+", "length limit", "MAX_LENGTH"]),
         ("len(t + s) > 0", {"t": [" "] * 1000, "s": "a" * 1000}, ["MAX_LENGTH"]),  # all turns together
@@ -174,4 +181,4 @@ def test_limits_on_rows_name_the_expression_and_row(text, row, words):
     ],
 )
 def test_normal_expressions_within_limits(text, expected):
-    assert Expression(text, "k").evaluate(ROW) == expected
+    assert evaluate(text, ROW) == expected

@@ -1,7 +1,8 @@
-"""`select.filters`: boolean expressions (see `expressions.py`) applied in order before the strategy.
+"""`select.filters`: boolean expressions (see `expressions/`) applied in order before the strategy.
 
 A row is kept when every filter is true for it. A row with a null in a column a filter reads fails
-that filter and is counted as `null`; a filter that gives anything but true/false is an error.
+that filter and is counted as `null`; a filter that gives anything but true/false is an error. Each
+filter is computed on Arrow columns for the rows the earlier filters kept, all at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 from datasets import Dataset
 
 from deita_train.recipe.errors import RecipeError
-from deita_train.selection.expressions import NULL, Expression
+from deita_train.selection.expressions import Expression
+from deita_train.selection.scores import arrow_table
 
 
 def compile_filters(filters: list[str]) -> list[Expression]:
@@ -38,18 +40,7 @@ def apply_filters(dataset: Dataset, filters: list[str]) -> tuple[np.ndarray, lis
     steps = []
     for expression in compiled:
         started = time.perf_counter()
-        rows = dataset.select_columns(sorted(expression.columns | ({"id"} & set(dataset.column_names))))
-        rows = rows.select(positions)
-        keep = np.zeros(len(positions), dtype=bool)
-        nulls = 0
-        for i, row in enumerate(rows):
-            value = expression.evaluate(row)
-            if value is NULL:
-                nulls += 1
-            elif isinstance(value, bool):
-                keep[i] = value
-            else:
-                raise RecipeError([f"{expression.key}: {expression.text!r} gives {value!r}, not true/false"])
+        keep, nulls = passing(dataset, expression, positions)
         steps.append({
             "filter": expression.text,
             "kept": int(keep.sum()),
@@ -59,3 +50,18 @@ def apply_filters(dataset: Dataset, filters: list[str]) -> tuple[np.ndarray, lis
         })
         positions = positions[keep]
     return positions, steps
+
+
+def passing(dataset: Dataset, expression: Expression, positions: np.ndarray) -> tuple[np.ndarray, int]:
+    """Which of the rows at `positions` pass `expression` (a NULL row does not), and how many are NULL."""
+    table = arrow_table(dataset, expression.columns | {"id"})
+    if len(positions) < len(dataset):
+        table = table.take(positions)
+    result = expression.evaluate_columns(table, labels=positions)
+    keep = np.zeros(len(positions), dtype=bool)
+    value = result.value
+    if value is not None:
+        if value.kind != "bool" or value.offsets is not None:
+            raise RecipeError([f"{expression.key}: {expression.text!r} gives {value.item(0)!r}, not true/false"])
+        keep[~result.null] = value.data
+    return keep, int(result.null.sum())
