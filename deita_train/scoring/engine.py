@@ -1,16 +1,19 @@
 """The scoring engine: runs each recipe scorer over the pool and writes `scored/`.
 
 For each scorer, in recipe order:
-1. plan: records sorted by length (longest first, ties by `id`) and cut into shards of
-   `shard_size`; each shard's cache key hashes the scorer config, its model files and the records;
+1. plan: rows ordered by the characters of their messages' content (counted with Arrow compute, longest
+   first, ties by position) and cut into shards of `shard_size`; each shard's cache key hashes the
+   scorer config, its model files and the Arrow content of the shard's rows;
 2. score: under `accelerate launch`, process r takes shards r, r + N, r + 2N, ... (a plan that does
    not depend on N, so any number of processes gives the same shards), skips finished ones, loads
-   the scorer once, calls `score_batch` per shard (the scorer batches by a token budget inside it)
-   and writes each shard with its stats, done marker last (`cache.ShardStore`);
+   the scorer once, reads one shard's rows at a time as Python records, calls `score_batch` on them
+   (the scorer batches by a token budget inside it) and writes each shard with its stats, done marker
+   last (`cache.ShardStore`);
 3. merge (main process): every shard, in `id` order, becomes the column named by the recipe key
    (and `<key>_<extra>` inspection columns); a record a scorer could not score gets null there, and
    `<key>_reason` says why (null where the record was scored).
-A killed run rerun scores only the shards without a done marker.
+A killed run rerun scores only the shards without a done marker. No process holds the whole pool as
+Python objects: what grows with the pool is a few numpy integers per row (ids, lengths, the order).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
 from deita_train.processes import on_main_process, process_state
-from deita_train.scoring.base import Record, Score, Scorer, ScoringContext
-from deita_train.scoring.cache import ShardStore, shard_key
+from deita_train.scoring.base import Score, Scorer, ScoringContext
+from deita_train.scoring.cache import ShardStore, shard_keys, table_digest
 from deita_train.scoring.config import ScorerConfig
 from deita_train.scoring.scorers import SCORERS
 from deita_train.storage import save_dataset
+
+SCAN_ROWS = 10_000  # rows per Arrow batch when reading the pool's `id` and `messages` to plan the shards
 
 
 class ScoringInterrupted(KeyboardInterrupt):
@@ -49,7 +54,7 @@ class Shard:
     """Positions (into the pool) of one shard's records, and its cache key."""
 
     key: str
-    positions: list[int]
+    positions: np.ndarray
 
 
 def score_pool(
@@ -62,28 +67,29 @@ def score_pool(
     """
     state = process_state()
     cache_root = out_dir.with_name(f"{out_dir.name}_shards")
-    records = pool.to_list()
+    ids, lengths = scan_pool(pool)
+    order = length_order(lengths)
+    digests: dict[int, list[str]] = {}
     plans: dict[str, tuple[ShardStore, list[Shard], int]] = {}
     for column, config in scorers.items():
         scorer = SCORERS.get(config.type, f"score.{column}.type")(config, context)
         store = ShardStore(cache_root / config.type)
-        shards = plan_shards(records, scorer)
+        shards = plan_shards(pool, order, scorer, digests)
         reused = sum(store.done(shard.key) for shard in shards)
         state.wait_for_everyone()  # every process has seen what was finished before this run
         mine = shards[state.process_index :: state.num_processes]
         try:
-            run_shards(scorer, column, records, [s for s in mine if not store.done(s.key)], store,
+            run_shards(scorer, column, pool, [s for s in mine if not store.done(s.key)], store,
                        state.is_main_process)
         except KeyboardInterrupt as interrupt:
             raise ScoringInterrupted(sum(store.done(s.key) for s in shards), len(shards)) from interrupt
         plans[column] = (store, shards, reused)
     state.wait_for_everyone()
-    ids = [record["id"] for record in records]
     stats = on_main_process(lambda: write_scored(pool, ids, plans, out_dir), "merging the scored shards")
     return load_from_disk(str(out_dir)), stats
 
 
-def write_scored(pool: Dataset, ids: list[int], plans: dict[str, tuple[ShardStore, list[Shard], int]],
+def write_scored(pool: Dataset, ids: np.ndarray, plans: dict[str, tuple[ShardStore, list[Shard], int]],
                  out_dir: Path) -> dict[str, Any]:
     """Merge every scorer's shards into columns of `pool`, save it to `out_dir`, return per-scorer stats."""
     stats: dict[str, Any] = {}
@@ -91,40 +97,61 @@ def write_scored(pool: Dataset, ids: list[int], plans: dict[str, tuple[ShardStor
     for column, (store, shards, reused) in plans.items():
         table, stats[column] = merge_shards(store, shards, ids)
         stats[column]["shards"] = {"total": len(shards), "reused": reused}
-        scored = add_score_columns(scored, column, table)
+        scored = add_score_columns(scored, column, table, ids)
     save_dataset(scored, out_dir)
     return stats
 
 
-def length_estimate(record: Record) -> int:
-    """Characters in the conversation: orders records so that a shard holds similar lengths."""
-    return sum(len(message["content"]) for message in record["messages"])
+def scan_pool(pool: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's `id` and the characters of its messages' content, read in Arrow batches of `SCAN_ROWS`."""
+    ids, lengths = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for batch in pool.with_format("arrow", columns=["id", "messages"]).iter(batch_size=SCAN_ROWS):
+        ids.append(batch.column("id").to_numpy().astype(np.int64, copy=False))
+        lengths.extend(content_lengths(chunk) for chunk in batch.column("messages").chunks)
+    return np.concatenate(ids), np.concatenate(lengths)
 
 
-def plan_shards(records: list[Record], scorer: Scorer) -> list[Shard]:
-    """Records sorted longest first (ties by position), cut every `shard_size`, each with its cache key."""
+def content_lengths(messages: pa.Array) -> np.ndarray:
+    """Per row of a list<struct<role, content>> array: characters (code points) of all its `content`, null as 0."""
+    chars = pc.utf8_length(pc.struct_field(pc.list_flatten(messages), "content")).fill_null(0)
+    totals = np.concatenate([[0], np.cumsum(chars.to_numpy(), dtype=np.int64)])
+    ends = np.concatenate([[0], np.cumsum(pc.list_value_length(messages).fill_null(0).to_numpy(), dtype=np.int64)])
+    return totals[ends[1:]] - totals[ends[:-1]]
+
+
+def length_order(lengths: np.ndarray) -> np.ndarray:
+    """Positions longest first, ties by position: a shard holds similar lengths."""
+    return np.argsort(-lengths, kind="stable")
+
+
+def plan_shards(pool: Dataset, order: np.ndarray, scorer: Scorer,
+                digests: dict[int, list[str]] | None = None) -> list[Shard]:
+    """`order` cut every `shard_size`, each shard keyed by the scorer and the Arrow content of its rows.
+
+    `digests` keeps those contents' digests by shard size, so the next scorer with the same size reads no row.
+    """
     size = scorer.config.shard_size
     if size <= 0:
         raise ValueError(f"score.<column>.shard_size: must be positive, got {size}")
-    order = sorted(range(len(records)), key=lambda i: (-length_estimate(records[i]), i))
-    models = scorer.models()
-    shards = []
-    for start in range(0, len(order), size):
-        positions = order[start : start + size]
-        shards.append(Shard(shard_key(scorer.config, models, [records[i] for i in positions]), positions))
-    return shards
+    cuts = [order[start : start + size] for start in range(0, len(order), size)]
+    digests = {} if digests is None else digests
+    if size not in digests:
+        rows = pool.with_format("arrow")
+        digests[size] = [table_digest(rows[positions]) for positions in cuts]
+    keys = shard_keys(scorer.config, scorer.models(), digests[size])
+    return [Shard(key, positions) for key, positions in zip(keys, cuts, strict=True)]
 
 
-def run_shards(scorer: Scorer, column: str, records: list[Record], todo: list[Shard], store: ShardStore,
+def run_shards(scorer: Scorer, column: str, pool: Dataset, todo: list[Shard], store: ShardStore,
                show_progress: bool) -> None:
-    """Load the scorer once, score and write each unfinished shard, free the scorer."""
+    """Load the scorer once, score and write each unfinished shard (its rows read alone), free the scorer."""
     if not todo:
         return
     progress = tqdm(total=sum(len(s.positions) for s in todo), desc=f"score {column}", disable=not show_progress)
     scorer.load()
     try:
         for shard in todo:
-            batch = [records[i] for i in shard.positions]
+            batch = pool.select(shard.positions).to_list()
             try:
                 scores = scorer.score_batch(batch)
             except Exception as error:
@@ -166,7 +193,7 @@ def shard_table(ids: list[int], scores: list[Score], per_turn: bool) -> pa.Table
     return pa.table(columns)
 
 
-def merge_shards(store: ShardStore, shards: list[Shard], ids: list[int]) -> tuple[pa.Table, dict[str, Any]]:
+def merge_shards(store: ShardStore, shards: list[Shard], ids: np.ndarray) -> tuple[pa.Table, dict[str, Any]]:
     """All shards of one scorer as one table in pool order, and their summed stats.
 
     A shard cached before reasons were kept (no `reason` column) gets "unknown (cached before reasons were
@@ -187,15 +214,16 @@ def merge_shards(store: ShardStore, shards: list[Shard], ids: list[int]) -> tupl
         return pa.table(empty), {**dict(totals), "unscorable": {}}
     table = pa.concat_tables(tables, promote_options="permissive")
     table = table.sort_by("id")
-    if table.column("id").to_pylist() != sorted(ids):
+    if not np.array_equal(table.column("id").to_numpy(), np.sort(ids)):
         raise RuntimeError(f"scoring shards under {store.root} do not cover the pool's ids; "
                            "delete that folder and rerun")
     return table, {**dict(totals), "unscorable": dict(reasons)}
 
 
-def add_score_columns(pool: Dataset, column: str, table: pa.Table) -> Dataset:
-    """`pool` with `column`, `<column>_reason` (and `<column>_<extra>`) from `table`, whose rows are in `id` order."""
-    order = np.argsort(np.asarray(pool["id"]), kind="stable")
+def add_score_columns(pool: Dataset, column: str, table: pa.Table, ids: np.ndarray) -> Dataset:
+    """`pool` (whose rows have `ids`) with `column`, `<column>_reason` (and `<column>_<extra>`) from `table`, whose
+    rows are in `id` order."""
+    order = np.argsort(ids, kind="stable")
     rows = np.empty(len(order), dtype=np.int64)
     rows[order] = np.arange(len(order))  # table row of each pool row
     extras = {name: f"{column}_{name.split(':', 1)[1]}" for name in table.column_names if name.startswith("extra:")}
