@@ -17,6 +17,17 @@ QUICKSTART_DATA = REPO / "recipes" / "quickstart" / "data"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory) -> Path:
+    """The `datasets` cache, and the pool cache inside it, in a temporary folder (for subprocesses too)."""
+    import datasets.config
+
+    folder = tmp_path_factory.mktemp("datasets-cache")
+    os.environ["HF_DATASETS_CACHE"] = str(folder)
+    datasets.config.HF_DATASETS_CACHE = folder
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, hidden-64 random Llama with a 2,048-token byte-level BPE tokenizer (BOS, ChatML template)."""

@@ -10,6 +10,9 @@ import gzip
 import json
 from typing import Any, NamedTuple
 
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from deita_train.data.checks import source_problems
@@ -52,6 +55,12 @@ GOOD = line(instruction="Say hi", output="hi")
 LATIN = b'{"instruction": "caf\xe9", "output": "x"}\n'  # "cafe" with e-acute in latin-1: not UTF-8
 JSON_LATIN = b'[\n {"instruction": "a", "output": "b"},\n {"instruction": "caf\xe9", "output": "x"}\n]'
 PREFERENCE = line(prompt="Q", chosen="good", rejected="bad")
+PARQUET_BUFFER = pa.BufferOutputStream()
+pq.write_table(pa.table({"instruction": ["Q"], "output": ["A"]}), PARQUET_BUFFER)
+PARQUET = PARQUET_BUFFER.getvalue().to_pybytes()
+EMPTY_PARQUET_BUFFER = pa.BufferOutputStream()
+pq.write_table(pa.table({"instruction": pa.array([], pa.string())}), EMPTY_PARQUET_BUFFER)
+EMPTY_PARQUET = EMPTY_PARQUET_BUFFER.getvalue().to_pybytes()
 NOT_FOUND = "file not found: {path} (relative paths are read from the working directory {cwd})"
 
 CASES: dict[str, tuple[dict[str, bytes], list[dict[str, Any]], Raises | Loads | Problems]] = {
@@ -139,13 +148,36 @@ CASES: dict[str, tuple[dict[str, bytes], list[dict[str, Any]], Raises | Loads | 
                        Loads(["tatsu-lab/alpaca:train"] * 2, [0, 1])),
     "record-source-field-is-kept": ({"a.jsonl": line(instruction="a", output="b", source="wiki")},
                                     [{"path": "a.jsonl"}], Loads(["a.jsonl"], [1], columns={"source": ["wiki"]})),
+    # 7. csv and compressed parquet; lines the builder does not take for blank
+    "csv-cells-stay-text": ({"a.csv": b'instruction,input,output\nSay NA,,\n"Two\nlines",null,x\n'}, [{"path": "a.csv"}],
+                            Loads(["a.csv"] * 2, [0, 1], columns={"input": ["", "null"], "output": ["", "x"]})),
+    "csv-gz": ({"a.csv.gz": gzip.compress(b"prompt,completion\nQ,A\n")}, [{"path": "a.csv.gz"}], Loads(["a.csv.gz"], [0])),
+    "csv-empty": ({"a.csv": b""}, [{"path": "a.csv"}], Raises(("a.csv: no records (the file is empty)",))),
+    "csv-header-only": ({"a.csv": b"instruction,output\n"}, [{"path": "a.csv"}],
+                        Raises(("a.csv: no records (the file has a header only)",))),
+    "csv-bad-record": ({"a.csv": b"instruction,output\nQ,A\n,A\n"}, [{"path": "a.csv"}],
+                       Raises(("a.csv (row 1): field 'instruction' is empty",))),
+    "parquet-gz": ({"a.parquet.gz": gzip.compress(PARQUET)}, [{"path": "a.parquet.gz"}], Loads(["a.parquet.gz"], [0])),
+    "parquet-no-rows": ({"a.parquet": EMPTY_PARQUET}, [{"path": "a.parquet"}],
+                        Raises(("a.parquet: no records (the file has no rows)",))),
+    "form-feed-line-is-blank": ({"a.jsonl": GOOD + b"\x0c\n" + GOOD}, [{"path": "a.jsonl"}], Loads(["a.jsonl"] * 2, [1, 3])),
+    "json-not-a-list": ({"a.json": b'{"instruction": "a", "output": "b"}'}, [{"path": "a.json"}],
+                        Raises(("a.json: a .json source must hold a list of records, got dict",))),
+    "json-list-of-strings": ({"a.json": b'["a", "b"]'}, [{"path": "a.json"}],
+                             Raises(("a.json (record 0): a record must be a JSON object, got str",))),
 }
 HUB = {"tatsu-lab/alpaca": [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(3)]}
 
 
-def fake_load_dataset(path: str, name: str | None = None, split: str = "train") -> list[dict[str, Any]]:
+REAL_LOAD_DATASET = datasets.load_dataset
+
+
+def fake_load_dataset(path: str, name: str | None = None, split: str = "train", **options: Any) -> datasets.Dataset:
+    """The hub, faked: the builders of local files (json, parquet, csv) are the real ones."""
+    if path in ("json", "parquet", "csv"):
+        return REAL_LOAD_DATASET(path, name, split=split, **options)
     assert path in HUB, f"the hub was asked for {path!r}"
-    return HUB[path]
+    return datasets.Dataset.from_list(HUB[path])
 
 
 @pytest.mark.parametrize("case", list(CASES))
