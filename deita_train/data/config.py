@@ -10,7 +10,8 @@ SourceFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_complet
 
 @dataclass
 class SourceConfig:
-    """One data source: a local json/jsonl/parquet file (optionally .gz) or a hub dataset id."""
+    """One data source: a local .json (a list of records), .jsonl, .parquet or .csv file (each optionally .gz), or a
+    hub dataset id."""
 
     path: str = field(metadata={"help": "Local file or hub dataset id."})
     format: SourceFormat = field(default="auto", metadata={"help": "Record format; `auto` detects it per record."})

@@ -5,7 +5,9 @@ name before anything runs.
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,8 @@ def pool_columns(sources: list[SourceConfig]) -> set[str] | None:
 
 
 def head_records(path: Path) -> list[dict[str, Any]] | None:
-    """Up to HEAD_RECORDS records from the start of a local json/jsonl/parquet file (optionally .gz)."""
+    """Up to HEAD_RECORDS records from the start of a local json/jsonl/parquet/csv file (optionally .gz); for parquet
+    and csv, the column names."""
     if not path.is_file():
         return None
     name = path.name.removesuffix(".gz")
@@ -77,6 +80,9 @@ def head_records(path: Path) -> list[dict[str, Any]] | None:
         return [record for line in lines if isinstance(record := loads_or_none(line), dict)]
     if name.endswith(".json"):
         return json_array_head(text)
+    if name.endswith(".csv"):
+        header = next(csv.reader(io.StringIO(text)), None)
+        return [dict.fromkeys(header)] if header else None
     return None
 
 
