@@ -160,6 +160,20 @@ def deita(command: str, path: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "deita_train", command, str(path), *overrides]
 
 
+class Figures(dict):
+    """Each figure printed (and the JSON rewritten) as soon as it is measured, so a failing step loses none."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__()
+        self.path = path
+
+    def __setitem__(self, name: str, figure: dict) -> None:
+        super().__setitem__(name, figure)
+        print(f"{name:<55} " + "  ".join(f"{k} {v}" for k, v in figure.items()), flush=True)
+        if self.path:
+            self.path.write_text(json.dumps(self, indent=2) + "\n")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["wrap"]:  # a measured step (see `measure`)
         wrap(sys.argv[2:])
@@ -179,18 +193,20 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     tokenizer = str(tokenizer_folder(args.tokenizer, args.work))
-    figures: dict[str, dict] = {}
+    figures = Figures(args.json)
     small = generate(args.work / f"alpaca_{args.rows}.jsonl", args.rows, with_scores=False)
     if "a" not in args.skip:
         a = recipe(args.work / "a.yaml", args.work / "a_out", small, {"strategy": "top_k", "score": "length",
                    "budget": args.budget}, {"length": {"type": "length"}}, tokenizer)
         figures["a: ours, score"] = measure(deita("score", a, "--force"))
         figures["a: ours, select"] = measure(deita("select", a, "--force"))
-        if args.processes > 1:
+        if args.processes > 1:  # both on the cached pool, into fresh output folders (no shard reused)
+            figures["a: ours, score, pool cached, 1 process"] = measure(
+                deita("score", a, f"output_dir={args.work / 'a1_out'}", "--force"))
             launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes",
                       str(args.processes), "-m", "deita_train", "score", str(a), f"output_dir={args.work / 'a2_out'}",
                       "--force"]
-            figures[f"a: ours, score under {args.processes} processes"] = measure(launch)
+            figures[f"a: ours, score, pool cached, {args.processes} processes"] = measure(launch)
     if "anchor" not in args.skip:
         figures["a: anchor"] = run_alone(["anchor", str(small), tokenizer, str(args.work / "anchor_out"),
                                           str(args.budget)])
@@ -202,10 +218,6 @@ def main() -> None:
         if rows == args.big_rows and "c" not in args.skip:
             second = deita("select", b, f"select.budget={args.budget * 2}")
             figures[f"c: {rows:,} rows, a second select"] = measure(second)
-    for name, figure in figures.items():
-        print(f"{name:<55} " + "  ".join(f"{k} {v}" for k, v in figure.items()))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,17 @@ def test_select_recipe_options_are_strict():
     with pytest.raises(RecipeError, match="select.filters.0"):
         select(scored_pool(), parse_select({"strategy": "random", "budget": 3, "filters": ["x.__class__"]}, []),
                seed=0, output_dir=Path("/nonexistent"))
+
+
+def test_the_report_reads_only_numeric_columns(tmp_path, monkeypatch):
+    """Text columns are never read whole (a 10M-row text column overflows Arrow's 2 GB string offsets)."""
+    from deita_train.selection import report
+
+    read = []
+    real = report.arrow_column
+    monkeypatch.setattr(report, "arrow_column", lambda dataset, column: read.append(column) or real(dataset, column))
+    data = Dataset.from_dict({"id": [0, 1, 2], "text": ["a", "b", "c"], "score": [1.0, None, 3.0],
+                              "turns": [[1.0, 2.0], [], None]})
+    assert report.write_report(data, [0, 2], tmp_path, seed=0) == ["hist_score.png", "hist_turns.png"]
+    assert read == ["score", "turns"]
+    assert list(report.per_sample(report.arrow_column(data, "turns"))[:2]) == [3.0, 0.0]

@@ -36,9 +36,7 @@ def write_report(pool: Dataset, positions: list[int], report_dir: Path, seed: in
     report_dir.mkdir(parents=True, exist_ok=True)
     written = []
     chosen = np.asarray(positions, dtype=np.int64)
-    for column in pool.column_names:
-        if column == "id":
-            continue
+    for column in numeric_columns(pool):
         array = arrow_column(pool, column)
         kind = column_kind(array)
         if kind == "score":
@@ -49,6 +47,17 @@ def write_report(pool: Dataset, positions: list[int], report_dir: Path, seed: in
             if len(vectors) >= 3:  # a 2-D projection needs at least 3 points
                 written.append(pca_map(column, vectors, valid, chosen, report_dir, seed))
     return written
+
+
+def numeric_columns(pool: Dataset) -> list[str]:
+    """Columns of numbers or lists of numbers (`id` aside), from the schema: text columns are never read."""
+    return [field.name for field in pool.data.schema if field.name != "id" and numeric(field.type)]
+
+
+def numeric(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        kind = kind.value_type
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
 
 
 def column_kind(array: pa.Array) -> str | None:
@@ -70,7 +79,14 @@ def per_sample(array: pa.Array) -> np.ndarray:
     """float64 per row: the value, or the sum of a per-turn list; NaN for null."""
     if not pa.types.is_nested(array.type):
         return array.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-    sums = np.array([np.nan if v is None else float(np.sum(v)) for v in array.to_pylist()], dtype=np.float64)
+    lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(array).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+    starts = np.cumsum(lengths) - lengths
+    sums = np.zeros(len(array), dtype=np.float64)
+    filled = lengths > 0
+    if filled.any():  # consecutive non-empty rows tile `flat`, so each sum runs to the next one's start
+        sums[filled] = np.add.reduceat(flat, starts[filled])
+    sums[array.is_null().to_numpy(zero_copy_only=False)] = np.nan
     return sums
 
 
