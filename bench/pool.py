@@ -131,7 +131,7 @@ def anchor(data: Path, tokenizer: str, out: Path, budget: int) -> None:
     pool = pool.map(canonical, batched=True, num_proc=2)
     steps["map"] = time.perf_counter() - started
     started = time.perf_counter()
-    order = np.argsort(-np.asarray(pool.with_format("numpy")["length"]), kind="stable")[:budget]
+    order = np.argsort(-pool.data.column("length").to_numpy(), kind="stable")[:budget]
     pool.select(order).save_to_disk(str(out))
     steps["select_save"] = time.perf_counter() - started
     print(json.dumps({k: round(v, 1) for k, v in steps.items()}))

@@ -33,13 +33,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
+from datasets.table import InMemoryTable
 
 from deita_train.errors import UserError
 from deita_train.selection.base import Strategy
 from deita_train.selection.config import SelectConfig
 from deita_train.selection.filters import apply_filters
 from deita_train.selection.report import write_report
-from deita_train.selection.scores import arrow_column
+from deita_train.selection.scores import arrow_column, arrow_table
 from deita_train.selection.strategies import STRATEGIES
 from deita_train.storage import save_dataset, write_json
 
@@ -76,7 +77,7 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
         raise UserError(empty_message(funnel, steps))
 
     started = time.perf_counter()
-    selected = scored.select(picks)
+    selected = taken(scored, picks)
     save_dataset(selected, output_dir / "selected")
     seconds["write"] = round(time.perf_counter() - started, 3)
 
@@ -101,6 +102,12 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
     }
     write_json(output_dir / "selection.json", summary)
     return selected, summary
+
+
+def taken(scored: Dataset, picks: list[int]) -> Dataset:
+    """The picked rows as an in-memory dataset (one Arrow `take`): saving `scored.select(picks)` would first size the
+    whole memory-mapped pool (datasets' `_estimate_nbytes`), paging in every column of a pool of millions of rows."""
+    return Dataset(InMemoryTable(arrow_table(scored, set(scored.column_names)).take(picks)), info=scored.info)
 
 
 def choose(scored: Dataset, config: SelectConfig, strategy: Strategy,
