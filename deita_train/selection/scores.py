@@ -42,7 +42,25 @@ def arrow_table(dataset: Dataset, columns: set[str]) -> pa.Table:
     # `Dataset.select` keeps its rows as an indices table (datasets has no public accessor for it). Applied with one
     # Arrow `take`: datasets' own `[:]` gathers row by row (a Python int and a record batch per row: ~1 KB per row).
     indices = dataset._indices
-    return table if indices is None else table.take(indices.column(0))
+    return table if indices is None else with_large_offsets(table).take(indices.column(0))
+
+
+def with_large_offsets(table: pa.Table) -> pa.Table:
+    """Strings and lists with 64-bit offsets (a per-chunk cast): Arrow's `take` joins a column's chunks first, which
+    overflows 32-bit offsets past 2 GiB of text in a pool of millions of rows."""
+    return table.cast(pa.schema([field.with_type(large(field.type)) for field in table.schema]))
+
+
+def large(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(kind):
+        return pa.large_string()
+    if pa.types.is_binary(kind):
+        return pa.large_binary()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pa.large_list(large(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([field.with_type(large(field.type)) for field in kind])
+    return kind
 
 
 def arrow_column(dataset: Dataset, column: str) -> pa.Array:
