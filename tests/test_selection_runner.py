@@ -84,3 +84,20 @@ def test_the_report_reads_only_numeric_columns(tmp_path, monkeypatch):
     assert report.write_report(data, [0, 2], tmp_path, seed=0) == ["hist_score.png", "hist_turns.png"]
     assert read == ["score", "turns"]
     assert list(report.per_sample(report.arrow_column(data, "turns"))[:2]) == [3.0, 0.0]
+
+
+def test_take_rows_equals_arrow_take_without_joining_chunks():
+    """Chunk by chunk: same rows as `Table.take`, in any order, with repeats, across empty and uneven chunks."""
+    import pyarrow as pa
+
+    from deita_train.selection.scores import take_rows
+
+    rng = np.random.default_rng(0)
+    sizes = [3, 0, 5, 1, 7]
+    values = iter(range(sum(sizes)))
+    schema = pa.schema({"a": pa.int64(), "s": pa.string()})
+    table = pa.Table.from_batches([pa.record_batch({"a": [next(values) for _ in range(n)],
+                                                    "s": [str(i) * 2 for i in range(n)]}, schema=schema)
+                                   for n in sizes])
+    for rows in (np.arange(16), np.sort(rng.choice(16, 9, replace=False)), rng.integers(0, 16, 30), np.array([], int)):
+        assert take_rows(table, rows.astype(np.int64)).to_pylist() == table.take(pa.array(rows, pa.int64())).to_pylist()

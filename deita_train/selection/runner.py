@@ -33,13 +33,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
+from datasets.table import InMemoryTable
 
 from deita_train.errors import UserError
 from deita_train.selection.base import Strategy
 from deita_train.selection.config import SelectConfig
 from deita_train.selection.filters import apply_filters
 from deita_train.selection.report import write_report
-from deita_train.selection.scores import arrow_column
+from deita_train.selection.scores import arrow_column, arrow_table, take_rows
 from deita_train.selection.strategies import STRATEGIES
 from deita_train.storage import save_dataset, write_json
 
@@ -104,10 +105,10 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
 
 
 def taken(scored: Dataset, picks: list[int]) -> Dataset:
-    """The picked rows copied into memory: saving `scored.select(picks)` as it is would first size the whole
-    memory-mapped pool (datasets' `_estimate_nbytes`), paging in every column of a pool of millions of rows. (An Arrow
-    `take` over the pool's columns would concatenate their chunks first, which overflows a string column past 2 GB.)"""
-    return scored.select(picks).flatten_indices(keep_in_memory=True)
+    """The picked rows, copied into memory chunk by chunk (`take_rows`). Saving `scored.select(picks)` as it is would
+    first size the whole memory-mapped pool (datasets' `_estimate_nbytes`), paging in every column."""
+    table = take_rows(arrow_table(scored, set(scored.column_names)), np.asarray(picks, dtype=np.int64))
+    return Dataset(InMemoryTable(table), info=scored.info)
 
 
 def choose(scored: Dataset, config: SelectConfig, strategy: Strategy,

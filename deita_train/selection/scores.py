@@ -42,25 +42,25 @@ def arrow_table(dataset: Dataset, columns: set[str]) -> pa.Table:
     # `Dataset.select` keeps its rows as an indices table (datasets has no public accessor for it). Applied with one
     # Arrow `take`: datasets' own `[:]` gathers row by row (a Python int and a record batch per row: ~1 KB per row).
     indices = dataset._indices
-    return table if indices is None else with_large_offsets(table).take(indices.column(0))
+    return table if indices is None else take_rows(table, indices.column(0).to_numpy())
 
 
-def with_large_offsets(table: pa.Table) -> pa.Table:
-    """Strings and lists with 64-bit offsets (a per-chunk cast): Arrow's `take` joins a column's chunks first, which
-    overflows 32-bit offsets past 2 GiB of text in a pool of millions of rows."""
-    return table.cast(pa.schema([field.with_type(large(field.type)) for field in table.schema]))
-
-
-def large(kind: pa.DataType) -> pa.DataType:
-    if pa.types.is_string(kind):
-        return pa.large_string()
-    if pa.types.is_binary(kind):
-        return pa.large_binary()
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return pa.large_list(large(kind.value_type))
-    if pa.types.is_struct(kind):
-        return pa.struct([field.with_type(large(field.type)) for field in kind])
-    return kind
+def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """`table.take(rows)` chunk by chunk: Arrow's own `take` joins a column's chunks first, which overflows 32-bit
+    offsets past 2 GiB of text in a pool of millions of rows. Rows in ascending order (a filter's) stay chunked; any
+    other order is restored with one `take` over the (small) gathered rows."""
+    rows = np.asarray(rows, dtype=np.int64)  # an indices table holds uint64: mixed with int64, numpy gives floats
+    batches = table.to_batches()
+    starts = np.cumsum([0] + [batch.num_rows for batch in batches])
+    owner = np.searchsorted(starts, rows, side="right") - 1
+    order = np.argsort(owner, kind="stable")
+    grouped_rows, grouped_owner = rows[order], owner[order]
+    parts = [batches[chunk].take(pa.array(grouped_rows[grouped_owner == chunk] - starts[chunk]))
+             for chunk in np.unique(grouped_owner)]
+    gathered = pa.Table.from_batches(parts, schema=table.schema)
+    if np.array_equal(order, np.arange(len(rows))):
+        return gathered
+    return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
 
 def arrow_column(dataset: Dataset, column: str) -> pa.Array:
