@@ -60,12 +60,15 @@ class Run:
         self.report["score"] = stats
         logger.info("scored %d rows -> %s", len(scored), self.out / "scored")
 
+    def output(self, stage: str, in_memory: bool = False) -> Dataset:
+        """`stage`'s output, once its manifest says this recipe made it."""
+        plan = self.plans[stage]
+        plan.require(self.invocation)
+        return load_dataset_dir(plan.output) if in_memory else load_from_disk(str(plan.output))
+
     def scored(self) -> Dataset:
         """What selection starts from: `scored/` when the recipe scores, else the pool as loaded."""
-        if not self.recipe.score:
-            return self.pool
-        self.plans["score"].require(self.invocation)
-        return load_from_disk(str(self.out / "scored"))
+        return self.output("score") if self.recipe.score else self.pool
 
     def select(self) -> None:
         from deita_train.selection.publish import dataset_card, push_selected
@@ -85,13 +88,9 @@ class Run:
         """What SFT trains on: `selected/` when the recipe selects, else what selection would start from (`scored/`
         when the recipe scores, so online selection can read those columns; else the pool), loaded into memory so
         that TRL's tokenized copies never land as cache files in those folders."""
-        if self.recipe.select is None:
-            if not self.recipe.score:
-                return self.pool
-            self.plans["score"].require(self.invocation)
-            return load_dataset_dir(self.out / "scored")
-        self.plans["select"].require(self.invocation)
-        return load_dataset_dir(self.out / "selected")
+        if self.recipe.select is not None:
+            return self.output("select", in_memory=True)
+        return self.output("score", in_memory=True) if self.recipe.score else self.pool
 
     def sft(self) -> None:
         from deita_train.callbacks import CallbackContext, instantiate_callbacks

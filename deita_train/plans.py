@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from deita_train.fingerprints import digest, model_identity, source_identity
+from deita_train.data.pool_cache import source_fingerprint
+from deita_train.fingerprints import digest, model_identity
 from deita_train.manifest import StagePlan
 from deita_train.recipe.schema import Recipe
 
 
-def sources_fingerprint(sources: list[Any], seed: int) -> str:
-    """The sources' options, the seed that draws samples, and each file's identity."""
-    return digest({"sources": sources, "seed": seed,
-                   "files": [source_identity(s.path, s.split, s.name) for s in sources]})
+def sources_fingerprint(sources: list[Any], seed: int, preference: bool = False) -> str:
+    """What the sources' rows depend on: each source's pool-cache fingerprint (file identity, options, the seed
+    when it draws rows), in order."""
+    return digest([source_fingerprint(source, seed, preference) for source in sources])
 
 
 def stage_plans(recipe: Recipe) -> dict[str, StagePlan]:
@@ -41,7 +42,7 @@ def stage_plans(recipe: Recipe) -> dict[str, StagePlan]:
     if recipe.dpo is not None:
         start = (plans["sft"].fingerprint if recipe.sft is not None and recipe.dpo.model is None
                  else digest(model_identity(recipe.dpo.model or model)))
-        preferences = sources_fingerprint(recipe.dpo.dataset + recipe.dpo.eval_dataset, seed)
+        preferences = sources_fingerprint(recipe.dpo.dataset + recipe.dpo.eval_dataset, seed, preference=True)
         plans["dpo"] = StagePlan("dpo", out, section_digests(recipe, "model", "dpo", "peft"),
                                  {"start": start, "preferences": preferences})
     return plans

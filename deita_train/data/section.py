@@ -15,6 +15,7 @@ from typing import Any
 from deita_train.data.checks import source_problems
 from deita_train.data.config import SourceConfig
 from deita_train.data.formats import CANONICAL_COLUMNS, original_fields
+from deita_train.data.line_reader import json_list_items
 from deita_train.recipe.sections import Section
 from deita_train.recipe.strict import convert
 
@@ -94,19 +95,14 @@ def loads_or_none(text: str) -> Any:
 
 
 def json_array_head(text: str) -> list[dict[str, Any]] | None:
-    """The first records of a JSON array whose text starts with `text`."""
-    decoder, position, records = json.JSONDecoder(), text.find("[") + 1, []
-    if position == 0:
-        return None
-    while len(records) < HEAD_RECORDS:
-        while position < len(text) and text[position] in " \t\r\n,":
-            position += 1
-        if position >= len(text) or text[position] == "]":
-            break
-        try:
-            record, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError:
-            break  # the text ends inside a record
-        if isinstance(record, dict):
-            records.append(record)
+    """The first records of a JSON list whose text starts with `text` (decoded as the line reader decodes it)."""
+    records = []
+    try:
+        for record in json_list_items(text):
+            if isinstance(record, dict):
+                records.append(record)
+            if len(records) == HEAD_RECORDS:
+                break
+    except ValueError:  # the text ends inside a record (JSONDecodeError), or holds no list (NotAList)
+        pass
     return records or None
