@@ -55,8 +55,11 @@ def model_identity(name: str) -> Any:
 
 def source_identity(path: str, split: str, name: str | None) -> Any:
     """A local data file: its identity (sampled) and modification time (an edit inside a large file changes it); a
-    hub dataset: its id, configuration and split."""
+    saved dataset folder: that of each of its files; a hub dataset: its id, configuration and split."""
     local = Path(path).expanduser()
     if local.is_file():
         return [*file_identity(local, sampled=True), local.stat().st_mtime_ns]
+    if local.is_dir():  # a saved `datasets` dataset
+        return {str(p.relative_to(local)): source_identity(str(p), split, name)
+                for p in sorted(local.rglob("*")) if p.is_file()}
     return [path, name, split]

@@ -22,8 +22,8 @@ from deita_train.storage import write_json
 
 logger = logging.getLogger(__name__)
 
-STAGE_OUTPUTS = {"score": "scored", "select": "selected", "sft": "sft", "dpo": "dpo"}
-STAGE_COMMANDS = {"score": "score", "select": "select", "sft": "train", "dpo": "train"}
+STAGE_OUTPUTS = {"synth": "synth", "score": "scored", "select": "selected", "sft": "sft", "dpo": "dpo"}
+STAGE_COMMANDS = {"synth": "synth", "score": "score", "select": "select", "sft": "train", "dpo": "train"}
 
 
 class StaleInputError(UserError):

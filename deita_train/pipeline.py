@@ -1,5 +1,5 @@
-"""The run, top to bottom: pool -> score -> select -> sft -> dpo. Each stage also runs on its own, reading what the
-stage before it wrote under `output_dir`, once that output's manifest says this recipe made it (manifest.py): a
+"""The run, top to bottom: synth -> pool -> score -> select -> sft -> dpo. Each stage also runs on its own, reading
+what the stage before it wrote under `output_dir`, once that output's manifest says this recipe made it (manifest.py): a
 stage whose manifest matches is skipped ("up to date"), `force` re-runs it.
 """
 
@@ -23,6 +23,7 @@ from deita_train.processes import on_main_process, process_state
 from deita_train.recipe.schema import Recipe
 from deita_train.scoring.base import ScoringContext
 from deita_train.storage import load_dataset_dir, write_json, write_text
+from deita_train.synth.config import made_by_synth
 from deita_train.training.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,21 @@ class Run:
     @cached_property
     def pool(self) -> Dataset:
         """The pool as loaded from its sources: read once per run, however many stages use it."""
+        self.require_synthesized(self.recipe.pool)
         pool, data_report = load_sources(self.recipe.pool, self.recipe.seed)
         self.report["pool"] = {"rows": len(pool), **data_report.to_dict()}
         return pool
+
+    def synth(self) -> None:
+        from deita_train.synth.runner import synthesize
+
+        self.report["synth"] = synthesize(self.recipe.synth, self.recipe.seed, self.out)
+        logger.info("synthesized %d rows -> %s", self.report["synth"]["rows"], self.out / "synth")
+
+    def require_synthesized(self, sources: list[Any]) -> None:
+        """Refuse sources inside `synth/` unless this recipe's synth stage made what is there."""
+        if any(made_by_synth(source.path, self.recipe) for source in sources):
+            self.plans["synth"].require(self.invocation)
 
     def score(self) -> None:
         from deita_train.scoring.engine import score_pool
@@ -133,6 +146,7 @@ class Run:
             start_from, model_config = str(self.out / "sft"), recipe.model
         else:
             start_from, model_config = recipe.model.name_or_path, recipe.model
+        self.require_synthesized(stage.dataset)
         preferences, data_report = load_sources(stage.dataset, recipe.seed, preference=True)
         self.report["dpo_data"] = {"rows": len(preferences), **data_report.to_dict()}
         preferences, evaluation, eval_report = hold_out(preferences, stage, "dpo", recipe.seed, preference=True)

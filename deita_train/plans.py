@@ -13,18 +13,32 @@ from deita_train.data.pool_cache import source_fingerprint
 from deita_train.fingerprints import digest, model_identity
 from deita_train.manifest import StagePlan
 from deita_train.recipe.schema import Recipe
+from deita_train.synth.config import made_by_synth
 
 
-def sources_fingerprint(sources: list[Any], seed: int, preference: bool = False) -> str:
+def sources_fingerprint(sources: list[Any], seed: int, preference: bool = False, recipe: Recipe | None = None,
+                        synthesized: str | None = None) -> str:
     """What the sources' rows depend on: each source's pool-cache fingerprint (file identity, options, the seed
-    when it draws rows), in order."""
-    return digest([source_fingerprint(source, seed, preference) for source in sources])
+    when it draws rows), in order; a source the synth stage writes is identified by that stage's plan,
+    `synthesized` (it may not exist yet)."""
+    return digest([synthesized if synthesized and made_by_synth(source.path, recipe)
+                   else source_fingerprint(source, seed, preference) for source in sources])
+
+
+def synth_plan(recipe: Recipe) -> StagePlan:
+    """The synth stage reads its section, the seed, and the models it runs."""
+    models = {key: model_identity(name) for key, name in recipe.synth.models().items()}
+    return StagePlan("synth", recipe.output_dir, section_digests(recipe, "synth"), {"models": digest(models)})
 
 
 def stage_plans(recipe: Recipe) -> dict[str, StagePlan]:
     """A plan for every stage the recipe declares."""
     out, seed, plans = recipe.output_dir, recipe.seed, {}
-    data = sources_fingerprint(recipe.pool, seed) if recipe.pool else None  # what the next stage reads
+    synthesized = None
+    if recipe.synth is not None:
+        plans["synth"] = synth_plan(recipe)
+        synthesized = plans["synth"].fingerprint
+    data = sources_fingerprint(recipe.pool, seed, recipe=recipe, synthesized=synthesized) if recipe.pool else None
     model = recipe.model.name_or_path if recipe.model is not None else None
     if recipe.score:
         models = {column: model_identity(config.model or model) for column, config in recipe.score.items()
@@ -42,7 +56,8 @@ def stage_plans(recipe: Recipe) -> dict[str, StagePlan]:
     if recipe.dpo is not None:
         start = (plans["sft"].fingerprint if recipe.sft is not None and recipe.dpo.model is None
                  else digest(model_identity(recipe.dpo.model or model)))
-        preferences = sources_fingerprint(recipe.dpo.dataset + recipe.dpo.eval_dataset, seed, preference=True)
+        preferences = sources_fingerprint(recipe.dpo.dataset + recipe.dpo.eval_dataset, seed, preference=True,
+                                          recipe=recipe, synthesized=synthesized)
         plans["dpo"] = StagePlan("dpo", out, section_digests(recipe, "model", "dpo", "peft"),
                                  {"start": start, "preferences": preferences})
     return plans

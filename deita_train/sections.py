@@ -21,6 +21,7 @@ SECTIONS = {
     "peft": "deita_train.training.section:PEFT",
     "callbacks": "deita_train.callbacks.section:CALLBACKS",
     "online": "deita_train.online.section:ONLINE",
+    "synth": "deita_train.synth.section:SYNTH",
 }
 
 

@@ -21,7 +21,6 @@ from deita_train.data.sources import DataError, load_sources
 from deita_train.errors import UserError
 
 from .scoring_fixtures import alpaca, make_scorer, record
-from .test_scoring_models import tiny_reward_model  # noqa: F401  (fixture)
 
 
 class Raises(NamedTuple):

@@ -5,25 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from deita_train.data.chat_templates import VICUNA_SYSTEM
 
 from .scoring_fixtures import assert_batched_equals_single, make_scorer, mixed_records, record
-
-
-@pytest.fixture(scope="session")
-def tiny_reward_model(tmp_path_factory, tiny_model):
-    """A random one-head Llama reward model with the tiny tokenizer (ChatML template, distinct pad id)."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
-    path = tmp_path_factory.mktemp("tiny-reward")
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_reward_is_the_models_logit_on_its_chat_template(tiny_reward_model):
@@ -75,19 +61,6 @@ def test_embedding_float16_storage_and_truncation(tiny_model):
     scorer = make_scorer("embedding", tiny_model, storage_dtype="float16", max_length=20)
     (score,) = scorer.score_batch([record(0, [("long " * 50, "answer")])])
     assert score.value.dtype == np.float16 and score.truncated
-
-
-@pytest.fixture(scope="session")
-def tiny_sentence_model(tmp_path_factory, tiny_model):
-    """A sentence-transformers model (tiny Llama encoder, mean pooling, normalization) saved locally."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-
-    encoder = Transformer(str(tiny_model), max_seq_length=64)
-    model = SentenceTransformer(modules=[encoder, Pooling(encoder.get_embedding_dimension(), "mean"), Normalize()])
-    path = tmp_path_factory.mktemp("tiny-st")
-    model.save(str(path))
-    return path
 
 
 def test_sentence_transformers_backend_normalized_and_batched(tiny_sentence_model):

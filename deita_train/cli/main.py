@@ -17,7 +17,7 @@ from deita_train.errors import UserError
 from deita_train.evaluation.command import add_eval_command
 from deita_train.recipe.errors import RecipeError
 
-STAGE_COMMANDS = {"score": ["score"], "select": ["select"], "train": ["sft", "dpo"], "run": None}
+STAGE_COMMANDS = {"synth": ["synth"], "score": ["score"], "select": ["select"], "train": ["sft", "dpo"], "run": None}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     for name, help_text in [
         ("run", "run every stage the recipe declares"),
+        ("synth", "generate instructions, answers, tags and DPO pairs with Magpie (writes synth/)"),
         ("score", "score the pool (writes scored/)"),
         ("select", "select from scored/ or the pool (writes selected/, selection.json)"),
         ("train", "run the sft and dpo stages the recipe declares"),
@@ -114,7 +115,7 @@ def close_process_group() -> None:
 
 def print_outputs(out: Path) -> None:
     """Say where everything was written."""
-    for name in ("scored", "selected", "selection.json", "online", "sft", "dpo", "report", "manifests"):
+    for name in ("synth", "scored", "selected", "selection.json", "online", "sft", "dpo", "report", "manifests"):
         if (out / name).exists():
             print(f"{name:>15}: {out / name}")
 
@@ -122,6 +123,6 @@ def print_outputs(out: Path) -> None:
 def run_recipe_main() -> int:
     """`python -m deita_train RECIPE [KEY=VALUE ...]` is `deita-train run RECIPE ...`."""
     argv = sys.argv[1:]
-    known = {"run", "score", "select", "train", "validate", "eval", "tiny-model", "-h", "--help"}
+    known = {"run", "synth", "score", "select", "train", "validate", "eval", "tiny-model", "-h", "--help"}
     first = next((arg for arg in argv if arg != "--debug"), None)
     return main(argv if first in known else ["run", *argv])

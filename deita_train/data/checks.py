@@ -42,9 +42,10 @@ def option_problems(source: SourceConfig, key: str) -> list[str]:
     return problems
 
 
-def source_problems(source: SourceConfig, key: str) -> list[str]:
-    """Every problem of one source (`key` is its recipe key, e.g. `pool.0`), each message starting with the key."""
+def source_problems(source: SourceConfig, key: str, exists: bool = False) -> list[str]:
+    """Every problem of one source (`key` is its recipe key, e.g. `pool.0`), each message starting with the key;
+    `exists`: the run writes the file before reading it (its path is not checked)."""
     problems = option_problems(source, key)
-    if missing := missing_file(source.path):
+    if not exists and (missing := missing_file(source.path)):
         problems.append(f"{key}.path: {missing}")
     return problems

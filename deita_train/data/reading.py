@@ -1,6 +1,7 @@
 """Reading a source into a raw Arrow dataset with the `datasets` builders: `load_dataset("json" | "parquet" | "csv",
 data_files=...)` for a local file (.jsonl, .json holding a list of records, .parquet, .csv, each optionally .gz),
-`load_dataset(path, name, split=...)` for a hub id. The rows stay memory-mapped; nothing here holds a Python list
+`load_dataset(path, name, split=...)` for a hub id, `load_from_disk` for a folder `save_to_disk` wrote (`synth/data`,
+say). The rows stay memory-mapped; nothing here holds a Python list
 of the source. (A .json list is first rewritten as JSONL, one record decoded at a time: the builder's own reading
 of it would hold every record as a Python object and round floats to 9 significant digits.)
 
@@ -85,7 +86,8 @@ def local_file(source: SourceConfig) -> Path | None:
 def file_suffix(local: Path, shown: str) -> str:
     """The file's kind (.jsonl, .json, .parquet or .csv), without a .gz."""
     if local.is_dir():
-        raise DataError(f"{shown}: is a directory; point the source at a .json, .jsonl, .parquet or .csv file")
+        raise DataError(f"{shown}: is a directory but not a saved dataset (no state.json); point the source at a "
+                        ".json, .jsonl, .parquet or .csv file, or a folder `save_to_disk` wrote")
     name = local.name.removesuffix(".gz")
     for suffix in SUFFIXES:
         if name.endswith(suffix):
@@ -98,6 +100,8 @@ def read_source(source: SourceConfig, build_dir: Path) -> RawSource:
     local = local_file(source)
     if local is None:
         return read_hub(source)
+    if (local / "state.json").is_file():  # a folder `Dataset.save_to_disk` wrote (synth/data, say)
+        return read_saved(local, source.path)
     suffix = file_suffix(local, source.path)
     readers = {".jsonl": read_jsonl, ".json": read_json, ".parquet": read_parquet, ".csv": read_csv}
     return readers[suffix](local, source.path, build_dir)
@@ -249,6 +253,16 @@ def read_csv(local: Path, shown: str, build_dir: Path) -> RawSource:
             dataset = build("csv", local, build_dir / "text", features=features, **CSV_OPTIONS)
         except Exception:
             raise DataError(f"{shown}: cannot be read as CSV: {root_cause(error)}") from None
+    return RawSource(dataset, "row")
+
+
+def read_saved(local: Path, shown: str) -> RawSource:
+    """A dataset `save_to_disk` wrote, memory-mapped; its row N is row N."""
+    dataset = datasets.load_from_disk(str(local))
+    if not isinstance(dataset, Dataset):
+        raise DataError(f"{shown}: holds a DatasetDict; point the source at one of its splits' folders")
+    if not len(dataset):
+        raise DataError(f"{shown}: no records (the saved dataset has no rows)")
     return RawSource(dataset, "row")
 
 

@@ -18,6 +18,7 @@ from deita_train.data.formats import CANONICAL_COLUMNS, original_fields
 from deita_train.data.line_reader import json_list_items
 from deita_train.recipe.sections import Section
 from deita_train.recipe.strict import convert
+from deita_train.synth.config import made_by_synth
 
 HEAD_RECORDS = 100  # records read per source to learn its fields
 HEAD_BYTES = 1 << 20  # at most this much of a .json file is read for them
@@ -32,15 +33,17 @@ def parse_sources(key: str):
     return parse
 
 
-def sources_problems(sources: list[SourceConfig], key: str) -> list[str]:
-    """Every problem of every source in a list, keyed `<key>.<index>`."""
-    return [problem for i, source in enumerate(sources) for problem in source_problems(source, f"{key}.{i}")]
+def sources_problems(sources: list[SourceConfig], key: str, recipe: Any = None) -> list[str]:
+    """Every problem of every source in a list, keyed `<key>.<index>`; a source the recipe's synth stage will write
+    need not exist yet."""
+    return [problem for i, source in enumerate(sources)
+            for problem in source_problems(source, f"{key}.{i}", exists=made_by_synth(source.path, recipe))]
 
 
 def pool_problems(sources: list[SourceConfig], recipe: Any) -> list[str]:
     if not sources:
         return ["pool: list at least one source"]
-    return sources_problems(sources, "pool")
+    return sources_problems(sources, "pool", recipe)
 
 
 POOL = Section(parse=parse_sources("pool"), problems=pool_problems)

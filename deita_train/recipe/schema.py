@@ -29,12 +29,14 @@ class Recipe:
     hub: Any = None  # selection/config.py HubSection
     callbacks: list[Any] = field(default_factory=list)  # the callbacks' configs, in recipe order
     online: Any = None  # online/config.py OnlineConfig: re-selection inside the sft stage
+    synth: Any = None  # synth/config.py SynthConfig: Magpie synthesis, before the pool is read
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved YAML, for printing
 
     @property
     def stages(self) -> list[str]:
         """The stages this recipe declares, in run order."""
         declared = {
+            "synth": self.synth is not None,
             "score": bool(self.score),
             "select": self.select is not None,
             "sft": self.sft is not None,

@@ -18,12 +18,12 @@ from deita_train.selection.expressions import Expression
 from deita_train.selection.scores import arrow_table
 
 
-def compile_filters(filters: list[str]) -> list[Expression]:
-    """Compile every filter, collecting all problems into one RecipeError."""
+def compile_filters(filters: list[str], key: str = "select.filters") -> list[Expression]:
+    """Compile every filter (`key`: the recipe key of the list), collecting all problems into one RecipeError."""
     compiled, problems = [], []
     for i, text in enumerate(filters):
         try:
-            compiled.append(Expression(text, f"select.filters.{i}"))
+            compiled.append(Expression(text, f"{key}.{i}"))
         except RecipeError as error:
             problems += error.problems
     if problems:
@@ -31,9 +31,10 @@ def compile_filters(filters: list[str]) -> list[Expression]:
     return compiled
 
 
-def apply_filters(dataset: Dataset, filters: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def apply_filters(dataset: Dataset, filters: list[str],
+                  key: str = "select.filters") -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Rows of `dataset` passing all filters (ascending positions), and one count record per filter."""
-    compiled = compile_filters(filters)
+    compiled = compile_filters(filters, key)
     for expression in compiled:
         expression.check_columns(dataset.column_names)
     positions = np.arange(len(dataset))

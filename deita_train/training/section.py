@@ -122,7 +122,7 @@ def dpo_problems(stage: DPOStage, recipe: Any) -> list[str]:
     if stage.trust_remote_code and stage.model is None:
         problems.append("dpo.trust_remote_code: applies to dpo.model only (the sft output and model.name_or_path "
                         "follow model.trust_remote_code); set dpo.model or remove it")
-    return problems + sources_problems(stage.dataset, "dpo.dataset") + stage_problems("dpo", stage, recipe)
+    return problems + sources_problems(stage.dataset, "dpo.dataset", recipe) + stage_problems("dpo", stage, recipe)
 
 
 def parse_peft(raw: Any, problems: list[str]) -> PeftSection | None:
