@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from datasets import load_from_disk
 from transformers import AutoTokenizer
 
 from deita_train.cli.main import main
+from deita_train.data.config import SourceConfig
+from deita_train.data.sources import load_sources
 from deita_train.synth import phases
+from deita_train.synth.safety import guard_prompt
 from deita_train.synth.tags import TAGS, judge_prompt
 
 from .completion_server import CompletionServer
@@ -26,16 +30,26 @@ TEMPLATE = "<s><|im_start|>user: "  # what the test's chat template (conftest.SY
 LABELS = {"difficulty": "easy", "input_quality": "good", "task_category": "Math"}
 
 
+GUARD_ANSWERS = ["safe", "unsafe\nS1,S10", "maybe"]
+
+
 def judge_answer(prompt: str, body: dict) -> list[tuple[str, str]]:
-    """A label for two prompts in three (by the prompt's hash), malformed JSON for the third."""
+    """The judge: a label for two prompts in three (by the prompt's hash), malformed JSON for the third. The guard
+    (served as `guard`): safe, unsafe with categories, or a malformed verdict, by the prompt's hash."""
+    if body["model"] == "guard":
+        return [(GUARD_ANSWERS[prompt_hash(prompt) % 3], "stop")]
     tag = next(tag for tag in ("task_category", "input_quality", "difficulty") if f'"{TAGS[tag].key}"' in prompt)
     if malformed(prompt):
         return [("this is not JSON", "stop")]
     return [(f' "{TAGS[tag].key}": "{LABELS[tag]}"}}', "stop")]
 
 
+def prompt_hash(prompt: str) -> int:
+    return int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
+
+
 def malformed(prompt: str) -> bool:
-    return int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 3 == 0
+    return prompt_hash(prompt) % 3 == 0
 
 
 def write_recipe(path: Path, recipe: dict) -> Path:
@@ -66,7 +80,9 @@ def full_run(tmp_path_factory, stopping_model, tiny_reward_model, tiny_sentence_
             stopping_model,
             tags={"judge": {"model": str(stopping_model), "backend": "endpoint", "base_url": server.base_url,
                             "served_model": "judge", "concurrency": 4, "timeout": 10},
-                  "judge_max_tokens": 64, "reward": reward, "language": True},
+                  "judge_max_tokens": 64, "reward": reward, "language": True,
+                  "safety": {"model": str(stopping_model), "backend": "endpoint", "base_url": server.base_url,
+                             "served_model": "guard"}},
             repetition={"model": str(tiny_sentence_model), "neighbors": 8},
             filters=["difficulty != 'hard'"],
             pairs={"responses": 3, "temperature": 0.8, "max_tokens": 24, "reward": reward},
@@ -94,8 +110,8 @@ def test_full_synth_run_counts_add_up(full_run):
     for messages, count in zip(data["messages"], data["turns"], strict=True):
         assert [m["role"] for m in messages] == ["user", "assistant"] * count and count in (1, 2)
     assert turns[1] <= later  # a second turn that failed ended its conversation at the first
-    assert summary["shards"] == {"total": 3, "reused": {"generate": 0, "judge": 0, "reward": 0, "language": 0,
-                                                          "pairs": 0}}
+    assert summary["shards"] == {"total": 3, "reused": {"generate": 0, "judge": 0, "safety": 0, "reward": 0,
+                                                          "language": 0, "pairs": 0}}
 
 
 def test_rows_carry_their_provenance(full_run):
@@ -119,9 +135,24 @@ def test_judge_tags_are_the_served_answers_and_malformed_ones_are_counted(full_r
             assert row[tag] == (None if bad else label) and row[f"{tag}_reason"] == ("invalid_json" if bad else None)
     summary = json.loads((out / "synth" / "summary.json").read_text())
     served_bad = Counter(next(t for t in ("task_category", "input_quality", "difficulty")
-                              if f'"{TAGS[t].key}"' in body["prompt"]) for body in requests if malformed(body["prompt"]))
+                              if f'"{TAGS[t].key}"' in body["prompt"]) for body in requests
+                         if body["model"] == "judge" and malformed(body["prompt"]))
     assert summary["phases"]["judge"]["failed"] == {f"{tag}: invalid_json": n for tag, n in served_bad.items()}
-    assert len(requests) == 3 * summary["generated"]["kept"]  # one request per tag per kept row
+    judged = [body for body in requests if body["model"] == "judge"]
+    assert len(judged) == 3 * summary["generated"]["kept"]  # one request per tag per kept row
+
+
+def test_guard_verdicts_are_parsed_strictly(full_run, stopping_model):
+    out, requests = full_run
+    tokenizer = AutoTokenizer.from_pretrained(stopping_model)
+    data = load_from_disk(str(out / "synth" / "data"))
+    expected = {0: ("safe", None, None), 1: ("unsafe", "S1,S10", None), 2: (None, None, "unknown_verdict")}
+    for row in data:
+        prompt = guard_prompt(tokenizer, row["instruction"], row["response"])
+        assert (row["safety"], row["safety_categories"], row["safety_reason"]) == expected[prompt_hash(prompt) % 3]
+    summary = json.loads((out / "synth" / "summary.json").read_text())
+    bad = sum(1 for body in requests if body["model"] == "guard" and prompt_hash(body["prompt"]) % 3 == 2)
+    assert summary["phases"]["safety"]["failed"] == ({"unknown_verdict": bad} if bad else {})
 
 
 def test_filters_repetition_language_and_rewards_on_every_row(full_run):
@@ -147,6 +178,9 @@ def test_dpo_pairs_are_the_extremes_of_the_candidates(full_run):
         assert [m["role"] for m in row["prompt"]] == ["user"] and row["chosen"][0]["role"] == "assistant"
     made = sum(1 for chosen in data["chosen"] if chosen is not None)
     assert made == len(pairs)
+    preferences, _ = load_sources([SourceConfig(path=str(out / "synth" / "pairs"), format="preference")], seed=0,
+                                  preference=True)
+    assert preferences["chosen"] == pairs["chosen"] and preferences["prompt"] == pairs["prompt"]  # what dpo reads
     assert made + sum(Counter(data["pair_reason"]).get(k, 0) for k in ("tie", "unscored", "empty")) == len(data)
 
 
@@ -270,3 +304,20 @@ def test_two_processes_write_what_one_does(tmp_path, stopping_model, tiny_reward
     one = json.loads((outputs[1] / "synth" / "summary.json").read_text())
     two = json.loads((outputs[2] / "synth" / "summary.json").read_text())
     assert one["generated"] == two["generated"] and one["pairs"] == two["pairs"]
+
+
+def test_shards_are_reused_only_by_the_configuration_that_made_them(tmp_path, stopping_model, caplog):
+    section = synth_section(stopping_model, tags={"tags": [], "language": True})
+    recipe = write_recipe(tmp_path / "r.yaml", {"output_dir": str(tmp_path), "synth": section})
+
+    def reused() -> dict:
+        return json.loads((tmp_path / "synth" / "summary.json").read_text())["shards"]["reused"]
+
+    assert main(["synth", str(recipe)]) == 0 and reused() == {"generate": 0, "language": 0}
+    with caplog.at_level(logging.INFO):
+        assert main(["synth", str(recipe)]) == 0
+    assert "synth: up to date, skipped" in caplog.text
+    assert main(["synth", str(recipe), "synth.filters=['turns >= 1']"]) == 0  # a new assembly, the same shards
+    assert reused() == {"generate": 3, "language": 3}
+    assert main(["synth", str(recipe), "synth.response.max_tokens=20"]) == 0  # other answers: nothing reused
+    assert reused() == {"generate": 0, "language": 0}
