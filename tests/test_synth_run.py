@@ -271,6 +271,8 @@ def test_synth_chains_into_select_and_validate_accepts_the_future_pool(tmp_path,
     ({"pairs": {"responses": 1, "reward": {"model": "r"}}}, "synth.pairs.responses: must be at least 2"),
     ({"generator": {"model": "m", "backend": "endpoint"}}, "synth.generator.base_url: required"),
     ({"tags": {"tags": ["quality"], "judge": {"model": "j"}}}, "synth.tags.tags: unknown tag(s) 'quality'"),
+    ({"tags": {"tags": [], "reward": {"model": "r", "batch_size": 8}}}, "synth.tags.reward.batch_size: unknown key"),
+    ({"pairs": {"reward": {"model": "r", "max_length": 0}}}, "synth.pairs.reward.max_length: must be at least 1"),
 ])
 def test_validate_refuses_bad_synth_sections(tmp_path, capsys, section, words):
     base = {"generator": {"model": "m"}} | section

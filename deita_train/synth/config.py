@@ -160,21 +160,22 @@ class RepetitionConfig:
 
 
 @dataclass
-class PairsConfig:
+class PairsConfig(SamplingConfig):
     """DPO pairs: `responses` answers per instruction at `temperature`, reward-scored; chosen = highest, rejected =
     lowest (the first wins ties; a pair whose two ends tie is dropped)."""
 
-    reward: dict[str, Any] = field(metadata={"help": "Options of the `reward` scorer; `model` is required."})
-    responses: int = field(default=5, metadata={"help": "Answers sampled per instruction."})
     temperature: float = 0.8
-    top_p: float = 1.0
     max_tokens: int = 4096
+    responses: int = field(default=5, metadata={"help": "Answers sampled per instruction."})
+    reward: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Options of the `reward` scorer; `model` is required."}
+    )
 
     def problems(self, key: str) -> list[str]:
-        problems = at_least_one(self, key, ("max_tokens",)) + in_unit_interval(self.top_p, f"{key}.top_p")
+        problems = super().problems(key)
         if self.responses < 2:
             problems.append(f"{key}.responses: must be at least 2 to make a pair, got {self.responses}")
-        if self.temperature <= 0:
+        if self.temperature == 0:
             problems.append(f"{key}.temperature: must be positive (greedy answers would all be the same), "
                             f"got {self.temperature}")
         if "model" not in self.reward:

@@ -5,9 +5,16 @@ add it on encode, and every template here already holds it. Each prompt gets its
 identical prompts still get different samples; the model's `generation_config` sampling defaults do not apply to
 explicit `SamplingParams`. `tokens` is the length of vLLM's output ids (the stop token included).
 vLLM is imported when the backend is built, so this module imports without it.
+
+Data parallel: under `accelerate launch --num_processes N`, process i's engine gets GPUs
+i x tensor_parallel_size ... (i + 1) x tensor_parallel_size - 1 of its node, through `CUDA_VISIBLE_DEVICES` set
+before the engine (which runs in a process of its own) starts; otherwise every engine would start on GPU 0. Not yet
+run on a GPU (vLLM is not installed where this was written).
 """
 
 from __future__ import annotations
+
+import os
 
 from deita_train.synth.backends import request_seed, samples_per_request
 from deita_train.synth.backends.base import Completion, GenerationBackend, Sampling
@@ -27,6 +34,7 @@ class VLLMBackend(GenerationBackend):
         except ImportError as error:
             raise ImportError("synth generator backend `vllm` needs vLLM: pip install vllm (or pip install "
                               "'deita-train[vllm]'), or set backend: transformers") from error
+        visible_gpus(config.tensor_parallel_size)
         self.llm = LLM(
             model=config.model,
             dtype=config.dtype,
@@ -68,3 +76,20 @@ class VLLMBackend(GenerationBackend):
     def close(self) -> None:
         """Drop this backend's engine (vLLM frees its GPU memory once nothing else holds the engine)."""
         del self.llm
+
+
+def visible_gpus(per_engine: int) -> None:
+    """Show this process's engine its own GPUs of the node when several processes were launched."""
+    import torch
+
+    from deita_train.processes import process_state
+
+    state = process_state()
+    if state.num_processes > 1:
+        listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = listed.split(",") if listed else [str(i) for i in range(torch.cuda.device_count())]
+        first = state.local_process_index * per_engine
+        if first + per_engine > len(gpus):
+            raise ValueError(f"synth.generator.tensor_parallel_size: {per_engine} GPUs for each of this node's "
+                             f"processes, but it has {len(gpus)} GPUs; launch fewer processes")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first : first + per_engine])
