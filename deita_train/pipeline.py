@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from functools import cached_property, partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,14 @@ from deita_train.manifest import StagePlan
 from deita_train.plans import stage_plans
 from deita_train.processes import on_main_process, process_state
 from deita_train.recipe.schema import Recipe
+from deita_train.report.command import render_report
+from deita_train.report.record import run_record, versions
 from deita_train.scoring.base import ScoringContext
 from deita_train.storage import load_dataset_dir, write_json, write_text
 from deita_train.synth.config import made_by_synth
 from deita_train.training.config import ModelConfig
 
 logger = logging.getLogger(__name__)
-
-VERSIONED = ("deita-train", "torch", "transformers", "trl", "accelerate", "datasets", "deepspeed", "peft")
 
 
 class Run:
@@ -156,13 +155,14 @@ class Run:
         )
         self.report["dpo"] = {"start_from": start_from, "global_step": trainer.state.global_step, **eval_report}
 
-    def write_report(self) -> Path:
+    def write_record(self) -> Path:
         """`report/run.json`: this command's entries merged over those of earlier commands (a `select` run alone
-        keeps what `score` recorded)."""
+        keeps what `score` recorded), with the run record (report/record.py) of this command."""
         path = self.out / "report" / "run.json"
         earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         stages = earlier.get("stages", {}) | self.report["stages"]
-        write_json(path, earlier | self.report | {"stages": stages})
+        record = run_record(self.recipe, process_state().num_processes, self.out)
+        write_json(path, earlier | self.report | record | {"stages": stages})
         return path
 
 
@@ -196,17 +196,7 @@ def run(recipe: Recipe, stages: list[str] | None = None, *, force: bool = False,
         job.report["stages"][stage] = {"status": "ran", "fingerprint": plan.fingerprint,
                                        "seconds": round(time.perf_counter() - started, 3)}
     if state.is_main_process:
-        job.write_report()
+        job.write_record()
+        logger.info("report: %s", render_report(job.out))
     state.wait_for_everyone()  # no process tears its process group down while another still uses it
     return job
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of deita-train and the libraries a stage's output depends on."""
-    found = {}
-    for package in VERSIONED:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found

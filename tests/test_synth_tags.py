@@ -13,7 +13,7 @@ from deita_train.synth.backends.base import Completion, GenerationBackend, Sampl
 from deita_train.synth.config import RepetitionConfig
 from deita_train.synth.language import detect_languages
 from deita_train.synth.pairs import build_pairs, load_reward_scorer, pick_pair, reward_values
-from deita_train.synth.repetition import embed_instructions, first_occurrences, repetition_stats
+from deita_train.synth.repetition import embed_instructions, repetition_stats
 from deita_train.synth.safety import guard_pairs, parse_verdict
 from deita_train.synth.tags import TAGS, judge_prompt, parse_tag, tag_instructions
 
@@ -182,12 +182,14 @@ def test_repetition_flags_exact_and_near_duplicates_after_the_first(tiny_sentenc
     stats = repetition_stats(instructions, config)
     assert stats.duplicate.tolist() == [False, False, True, True, False, False]
     assert stats.repeat_count.tolist() == [2, 0, 2, 2, 0, 0]
-    assert first_occurrences(stats).tolist() == [0, 1, 4, 5]
     vectors = embed_instructions(instructions, config)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     squared = ((vectors[:, None] - vectors[None]) ** 2).sum(-1)
     np.fill_diagonal(squared, np.inf)
     np.testing.assert_allclose(stats.min_neighbor_distance, squared.min(1), atol=1e-5)
+    assert stats.earlier.tolist()[:2] == [-1, -1] and stats.earlier.tolist()[4:] == [-1, -1]
+    for row in (2, 3):  # the nearest earlier copy (0 and 2 are the same text: either, for row 3)
+        assert squared[row, stats.earlier[row]] == pytest.approx(squared[row, :row].min(), abs=1e-5)
     assert len(repetition_stats([], config).duplicate) == 0
 
 

@@ -2,12 +2,14 @@
 
 After `select`, a strategy tells the runner's funnel (see `runner.py`) what it did with its input: `unranked`
 flags the rows it could not rank (a null or NaN where it reads), `details()` holds its counts, of which the
-keys named in `removals` count rows it ranked and then removed, and `budget` the rows it aimed for.
+keys named in `removals` count rows it ranked and then removed, `removed` says which rows each removal took (with a
+note per row, for the audit trail), and `budget` the rows it aimed for.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,6 +18,24 @@ from datasets import Dataset
 from deita_train.registry import Registry
 from deita_train.selection.config import StrategyConfig
 from deita_train.selection.expressions import Expression
+
+
+@dataclass
+class Removed:
+    """The rows (positions in the strategy's input, ascending) one removal took, and a note per row saying why
+    (e.g. the nearest selected row and the similarity)."""
+
+    rows: np.ndarray
+    notes: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.rows) != len(self.notes):
+            raise ValueError(f"{len(self.rows)} removed rows but {len(self.notes)} notes")
+
+
+def score_notes(scores: np.ndarray, rows: np.ndarray, cut: str | None) -> list[str]:
+    """`score 0.93 fails <cut>` for each of `rows`."""
+    return [f"score {scores[row]:.6g} fails {cut}" for row in rows]
 
 
 class Strategy(ABC):
@@ -30,6 +50,7 @@ class Strategy(ABC):
         self.seed = seed
         self.unranked: np.ndarray | None = None  # set by `select`: one flag per input row; None: all were ranked
         self.found: dict[str, Any] = {}  # set by `select`: what `details()` reports
+        self.removed: dict[str, Removed] = {}  # set by `select`: each of `removals` -> the rows it took
         self.budget = config.budget  # rows aimed for; `select` resolves it where it depends on the data
 
     @abstractmethod

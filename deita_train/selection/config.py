@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deita_train.recipe.errors import RecipeError
 from deita_train.recipe.ranges import at_least_one, in_unit_interval
 from deita_train.registry import Registry
+from deita_train.selection.eval_prompts import NAMED_SETS, PROMPT_FIELDS, eval_prompts
 
 
 @dataclass
@@ -41,12 +43,69 @@ def required_budget(config: StrategyConfig, key: str, strategy: str, what: str) 
 
 
 @dataclass
+class EmbeddingMatchConfig:
+    """`select.decontaminate.embedding`: also drop rows whose user turn is close in meaning to an eval prompt."""
+
+    model: str = field(metadata={"help": "sentence-transformers model (local folder or hub id) encoding both sides."})
+    threshold: float = field(
+        default=0.9, metadata={"help": "Cosine similarity to an eval prompt at or above which a user turn matches."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Texts per encoder call."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
+
+    def problems(self, key: str) -> list[str]:
+        return in_unit_interval(self.threshold, f"{key}.threshold") + at_least_one(self, key, ("batch_size",))
+
+
+@dataclass
+class DecontaminateConfig:
+    """`select.decontaminate`: drop pool rows whose user turns overlap an eval set's prompts, before the filters.
+
+    N-grams (after AllenAI open-instruct's decontamination): lowercased word tokens (runs of letters and digits). A
+    row matches an eval prompt when a user turn shares an `ngram`-gram with it, or, for a prompt shorter than
+    `ngram` words, when a user turn is exactly its words; its overlap is the share of the prompt's words inside a
+    shared n-gram (1 for an exact short prompt). A row is contaminated when its overlap with some prompt is at
+    least `min_overlap` (default: any shared n-gram), or, with `embedding`, a user turn is that similar to one.
+    """
+
+    sets: list[str] = field(metadata={"help": (
+        f"Eval sets: {', '.join(NAMED_SETS)}, or a .jsonl/.json prompt file whose records hold one of "
+        f"{', '.join(PROMPT_FIELDS)} (turns: a list, each a prompt)")})
+    ngram: int = field(default=13, metadata={"help": "Words per n-gram (13, as open-instruct and GPT-3 use)."})
+    min_overlap: float | None = field(default=None, metadata={"help": (
+        "Share of an eval prompt's words inside n-grams shared with the row's user turns at which the row is "
+        "contaminated, in (0, 1]; None: any shared n-gram")})
+    embedding: EmbeddingMatchConfig | None = field(
+        default=None, metadata={"help": "Also match by sentence-embedding similarity; None: n-grams only."}
+    )
+    batch_rows: int = field(default=8192, metadata={"help": "Pool rows read per batch."})
+
+    def problems(self, key: str) -> list[str]:
+        """Ranges; every set known or a readable prompt file with prompts; no set twice."""
+        problems = at_least_one(self, key, ("ngram", "batch_rows")) + in_unit_interval(
+            self.min_overlap, f"{key}.min_overlap")
+        if not self.sets:
+            problems.append(f"{key}.sets: list at least one eval set ({', '.join(NAMED_SETS)}) or prompt file")
+        for i, entry in enumerate(self.sets):
+            if entry in self.sets[:i]:
+                problems.append(f"{key}.sets.{i}: {entry!r} is listed twice")
+                continue
+            try:
+                if not eval_prompts(entry, f"{key}.sets.{i}"):
+                    problems.append(f"{key}.sets.{i}: {entry!r} holds no prompt")
+            except RecipeError as error:
+                problems += error.problems
+        return problems + (self.embedding.problems(f"{key}.embedding") if self.embedding else [])
+
+
+@dataclass
 class SelectConfig:
-    """`select:` — filters, then one strategy with its options."""
+    """`select:` — decontamination and filters, then one strategy with its options."""
 
     strategy: str
     options: StrategyConfig
     filters: list[str] = field(default_factory=list)
+    decontaminate: DecontaminateConfig | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

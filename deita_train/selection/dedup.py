@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.base import Removed, Strategy, register_strategy
 from deita_train.selection.config import DedupConfig
 from deita_train.selection.deita import unit_rows
 from deita_train.selection.scores import embedding_matrix
@@ -33,6 +33,7 @@ class NeighborStats:
     min_neighbor_distance: np.ndarray  # float32; inf when there is no other row (or none found, IVF)
     repeat_count: np.ndarray  # int64
     duplicate: np.ndarray  # bool
+    earlier: np.ndarray  # int64: the nearest earlier row within the radius (what makes a duplicate); -1 for none
 
 
 @register_strategy("dedup")
@@ -51,6 +52,11 @@ class DedupStrategy(Strategy):
         stats = neighbor_stats(vectors, self.config)
         rows = np.flatnonzero(valid)
         self.found = {"duplicates": int(stats.duplicate.sum()), "with_repeats": int((stats.repeat_count > 0).sum())}
+        ids = scored.data.column("id").to_numpy() if "id" in scored.column_names else np.arange(len(scored))
+        duplicates = np.flatnonzero(stats.duplicate)
+        notes = [f"within {self.config.radius} (squared L2) of the earlier id {ids[rows[stats.earlier[i]]]}"
+                 for i in duplicates]
+        self.removed = {"duplicates": Removed(rows[duplicates], notes)}
         return rows[~stats.duplicate][: self.config.budget].tolist()
 
 
@@ -83,6 +89,7 @@ def faiss_neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborSt
     nearest = np.full(n, np.inf, dtype=np.float32)
     repeats = np.zeros(n, dtype=np.int64)
     duplicate = np.zeros(n, dtype=bool)
+    earlier = np.full(n, -1, dtype=np.int64)
     k = min(config.neighbors, n)
     for start in range(0, n, config.query_block):
         queries = vectors[start : start + config.query_block]
@@ -92,17 +99,24 @@ def faiss_neighbor_stats(vectors: np.ndarray, config: DedupConfig) -> NeighborSt
         nearest[ids] = np.where(other, distances, np.inf).min(axis=1)
         close = other & (distances < config.radius)
         repeats[ids] = close.sum(1)
-        duplicate[ids] = (close & (labels < ids[:, None])).any(1)
+        before = close & (labels < ids[:, None])  # distances ascend along a row: the first is the nearest
+        duplicate[ids] = before.any(1)
+        earlier[ids] = np.where(duplicate[ids], labels[np.arange(len(ids)), before.argmax(1)], -1)
         # all k neighbours inside the radius: there may be more; count those rows exactly by range search
         saturated = np.flatnonzero((labels[:, -1] >= 0) & (distances[:, -1] < config.radius))
         if len(saturated):
-            limits, _, found = index.range_search(queries[saturated], config.radius)
+            limits, found_distances, found = index.range_search(queries[saturated], config.radius)
             owner = np.repeat(ids[saturated], np.diff(limits.astype(np.int64)))
             others = found != owner
             repeats[ids[saturated]] = np.bincount(owner[others] - start, minlength=len(ids))[saturated]
             duplicate[ids[saturated]] = False
-            duplicate[np.unique(owner[found < owner])] = True
-    return NeighborStats(nearest, repeats, duplicate)
+            earlier[ids[saturated]] = -1
+            prior = found < owner
+            order = np.lexsort((found_distances[prior], owner[prior]))  # by row, then nearest first
+            owners, first = np.unique(owner[prior][order], return_index=True)
+            duplicate[owners] = True
+            earlier[owners] = found[prior][order][first]
+    return NeighborStats(nearest, repeats, duplicate, earlier)
 
 
 def torch_neighbor_stats(points: torch.Tensor, radius: float, block: int) -> NeighborStats:
@@ -113,6 +127,7 @@ def torch_neighbor_stats(points: torch.Tensor, radius: float, block: int) -> Nei
     nearest = torch.empty(n, dtype=torch.float32, device=points.device)
     repeats = torch.empty(n, dtype=torch.int64, device=points.device)
     duplicate = torch.empty(n, dtype=torch.bool, device=points.device)
+    earlier = torch.empty(n, dtype=torch.int64, device=points.device)
     for start in range(0, n, block):
         rows = torch.arange(start, min(start + block, n), device=points.device)
         squared = points[rows] @ points.T  # then |x|^2 + |y|^2 - 2<x, y> in place: one [block, n] buffer
@@ -121,5 +136,8 @@ def torch_neighbor_stats(points: torch.Tensor, radius: float, block: int) -> Nei
         nearest[rows] = squared.min(1).values
         close = squared < radius
         repeats[rows] = close.sum(1)
-        duplicate[rows] = (close & (columns[None, :] < rows[:, None])).any(1)
-    return NeighborStats(nearest.cpu().numpy(), repeats.cpu().numpy(), duplicate.cpu().numpy())
+        before = close & (columns[None, :] < rows[:, None])
+        duplicate[rows] = before.any(1)
+        nearest_before = torch.where(before, squared, float("inf")).argmin(1)
+        earlier[rows] = torch.where(duplicate[rows], nearest_before, -1)
+    return NeighborStats(nearest.cpu().numpy(), repeats.cpu().numpy(), duplicate.cpu().numpy(), earlier.cpu().numpy())

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.base import Removed, Strategy, register_strategy
 from deita_train.selection.config import DeitaConfig
 from deita_train.selection.scores import embedding_matrix, sample_scores
 
@@ -46,8 +46,30 @@ class DeitaStrategy(Strategy):
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         units = unit_rows(torch.from_numpy(vectors))
         picks = repr_filter(units, ranked, self.config.threshold, self.config.budget, self.config.block_size, device)
-        self.found = {"rejected_by_diversity": visited(ranked, picks, self.config.budget) - len(picks)}
+        reached = ranked[: visited(ranked, picks, self.config.budget)]
+        rejected = np.sort(np.setdiff1d(reached, np.asarray(picks, dtype=np.int64)))
+        self.found = {"rejected_by_diversity": len(rejected)}
+        ids = scored.data.column("id").to_numpy() if "id" in scored.column_names else np.arange(len(scored))
+        nearest, similarity = nearest_selected(units, rejected, picks, self.config.block_size, device)
+        notes = [f"similarity {s:.4f} > {self.config.threshold} to selected id {ids[rows[picks[j]]]}"
+                 for j, s in zip(nearest, similarity, strict=True)]
+        self.removed = {"rejected_by_diversity": Removed(rows[rejected], notes)}
         return rows[picks].tolist()
+
+
+def nearest_selected(units: torch.Tensor, rejected: np.ndarray, picks: list[int], block_size: int,
+                     device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """For each rejected row of `units`, the pick (index into `picks`) most similar to it, and that similarity."""
+    if not len(rejected):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    chosen = units[torch.as_tensor(picks, dtype=torch.long)].to(device)
+    nearest, similarity = [], []
+    for start in range(0, len(rejected), block_size):
+        block = units[torch.from_numpy(rejected[start : start + block_size])].to(device)
+        best = (block.float() @ chosen.float().T).max(dim=1)
+        nearest.append(best.indices.cpu().numpy())
+        similarity.append(best.values.cpu().numpy())
+    return np.concatenate(nearest), np.concatenate(similarity)
 
 
 def visited(order: np.ndarray, picks: list[int], budget: int | None) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.selection.base import Strategy, register_strategy
+from deita_train.selection.base import Removed, Strategy, register_strategy, score_notes
 from deita_train.selection.config import FacilityLocationConfig
 from deita_train.selection.deita import stable_descending
 from deita_train.selection.scores import embedding_matrix, sample_scores
@@ -36,15 +36,20 @@ class FacilityLocationStrategy(Strategy):
         scores = sample_scores(scored, self.config.score)
         vectors, valid = embedding_matrix(scored, self.config.embedding)
         scores = np.where(valid, scores, np.nan)
+        ranking = scores
         self.unranked = np.isnan(scores)
         if self.config.below is not None:
             with np.errstate(invalid="ignore"):
                 scores = np.where(scores < self.config.below, scores, np.nan)
         passing = stable_descending(scores)
         pool = passing[: int(len(scored) * self.config.preselect)]
-        self.found = {"score_cut": int((~self.unranked).sum() - len(passing)),
-                      "cut": None if self.config.below is None else f"{self.config.score} < {self.config.below}",
-                      "not_preselected": len(passing) - len(pool), "preselected": len(pool)}
+        cut = None if self.config.below is None else f"{self.config.score} < {self.config.below}"
+        failing = np.flatnonzero(~self.unranked & np.isnan(scores))
+        beyond = np.sort(passing[len(pool):])
+        self.found = {"score_cut": len(failing), "cut": cut, "not_preselected": len(beyond), "preselected": len(pool)}
+        share = f"beyond the top {self.config.preselect:g} of the pool by {self.config.score}"
+        self.removed = {"score_cut": Removed(failing, score_notes(ranking, failing, cut)),
+                        "not_preselected": Removed(beyond, [f"score {ranking[row]:.6g} {share}" for row in beyond])}
         position = np.cumsum(valid) - 1  # row -> row of `vectors`
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         points = torch.from_numpy(vectors[position[pool]]).to(device)

@@ -1,13 +1,17 @@
-"""The select stage: filters, then the strategy; writes `selected/`, `selection.json` and `report/`.
+"""The select stage: decontamination, filters, then the strategy; writes `selected/`, `selection.json` and `report/`.
 
 `selection.json` records the strategy and its parameters, counts at each step (`pool`; `scored`: rows
-with no null in the columns the strategy reads; one entry per filter; `filtered`; `selected`), what
-the strategy found, the funnel, the report's figures, and seconds per step (and their total).
+with no null in the columns the strategy reads; one entry per filter; `filtered`: rows left after
+decontamination and the filters; `selected`), what the strategy found, the funnel, the report's figures,
+seconds per step (and their total), and with `select.decontaminate`, `decontamination` (`Contamination.summary`:
+the rows each eval set matched, and the first 20 matches: row id, set, the matched n-gram).
 
 The funnel accounts for every pool row once, in the order the steps remove them:
 
-    pool = filtered + unscored + (the strategy's removals) + beyond_budget + selected
+    pool = decontaminated + filtered + unscored + (the strategy's removals) + beyond_budget + selected
 
+- `decontaminated`: rows whose user turns overlap an eval set's prompts (`select.decontaminate`; see
+  decontaminate.py), by set; present only when `select.decontaminate` is set (else 0);
 - `filtered`: rows removed by `select.filters`, each by the first filter it fails (`null`: by a null there);
 - `unscored`: rows past the filters that the strategy cannot rank (a null or NaN where it reads), by column
   and reason: a row's `<column>_reason` where the dataset has that column, else `null`;
@@ -38,6 +42,7 @@ from datasets.table import InMemoryTable
 from deita_train.errors import UserError
 from deita_train.selection.base import Strategy
 from deita_train.selection.config import SelectConfig
+from deita_train.selection.decontaminate import Contamination, find_contamination
 from deita_train.selection.filters import apply_filters
 from deita_train.selection.report import write_report
 from deita_train.selection.scores import arrow_column, arrow_table, take_rows
@@ -47,6 +52,7 @@ from deita_train.storage import save_dataset, write_json
 logger = logging.getLogger(__name__)
 
 HINTS = {
+    "decontaminated": "every row overlaps an eval set: check select.decontaminate (sets, ngram, min_overlap)",
     "unscored": "check the score columns (`<column>_reason` in scored/ says why a row has no score)",
     "score_cut": "no scored row passes the cut: check the scores",
     "not_preselected": "raise select.preselect",
@@ -57,7 +63,7 @@ HINTS = {
 class Step(NamedTuple):
     """One funnel step as the console and messages show it."""
 
-    kind: str  # a filter's key (`select.filters.0`), `unscored`, a strategy removal, or `beyond_budget`
+    kind: str  # `decontaminated`, a filter's key (`select.filters.0`), `unscored`, a strategy removal, `beyond_budget`
     label: str  # e.g. "select.filters.0 'length < 2048' removed 12 (3 null)"
     removed: int
     left: int  # rows left after this step
@@ -69,8 +75,9 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
     Raises `UserError` when no row is selected, before writing anything (see the module docstring)."""
     seconds: dict[str, float] = {}
     strategy = STRATEGIES.get(config.strategy, "select.strategy")(config.options, seed)
-    picks, positions, filter_steps = choose(scored, config, strategy, seconds)
-    funnel = build_funnel(scored, positions, filter_steps, strategy, len(picks))
+    contamination = decontaminated(scored, config, seconds)
+    picks, positions, filter_steps = choose(scored, config, strategy, seconds, contamination.rows)
+    funnel = build_funnel(scored, positions, filter_steps, strategy, len(picks), contamination)
     steps = funnel_steps(funnel, strategy)
     log_funnel(funnel, steps)
     if not picks:
@@ -100,6 +107,8 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
         "report": figures,
         "seconds": seconds,
     }
+    if config.decontaminate is not None:
+        summary["decontamination"] = contamination.summary(scored, config.decontaminate)
     write_json(output_dir / "selection.json", summary)
     return selected, summary
 
@@ -111,16 +120,31 @@ def taken(scored: Dataset, picks: list[int]) -> Dataset:
     return Dataset(InMemoryTable(table), info=scored.info)
 
 
-def choose(scored: Dataset, config: SelectConfig, strategy: Strategy,
-           seconds: dict[str, float]) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
-    """Rows of `scored` kept by the filters then the strategy (in selection order), the rows passing the filters,
-    and one count record per filter; the time of each part goes to `seconds` (`filters`, `strategy`)."""
+def decontaminated(scored: Dataset, config: SelectConfig, seconds: dict[str, float]) -> Contamination:
+    """The rows `config.decontaminate` finds contaminated (none when it is not set); its time goes to `seconds`."""
+    if config.decontaminate is None:
+        return Contamination()
     started = time.perf_counter()
-    positions, filter_steps = apply_filters(scored, config.filters)
+    contamination = find_contamination(scored, config.decontaminate)
+    seconds["decontaminate"] = round(time.perf_counter() - started, 3)
+    return contamination
+
+
+def choose(scored: Dataset, config: SelectConfig, strategy: Strategy, seconds: dict[str, float],
+           excluded: np.ndarray | None = None) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
+    """Rows of `scored` kept by the filters then the strategy (in selection order), the rows passing the filters,
+    and one count record per filter; the rows at `excluded` (the decontaminated rows) are left out before the
+    filters. The time of each part goes to `seconds` (`filters`, `strategy`)."""
+    started = time.perf_counter()
+    kept = np.arange(len(scored))
+    if excluded is not None and len(excluded):
+        kept = np.delete(kept, excluded)
+    passed, filter_steps = apply_filters(scored if len(kept) == len(scored) else scored.select(kept), config.filters)
+    positions = kept[passed]
     seconds["filters"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
-    candidates = scored.select(positions) if config.filters else scored
+    candidates = scored if len(positions) == len(scored) else scored.select(positions)
     picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
     seconds["strategy"] = round(time.perf_counter() - started, 3)
     return picks, positions, filter_steps
@@ -135,8 +159,9 @@ def count_scored(scored: Dataset, columns: list[str]) -> int:
 
 
 def build_funnel(scored: Dataset, positions: np.ndarray, filter_steps: list[dict[str, Any]], strategy: Strategy,
-                 selected: int) -> dict[str, Any]:
-    """The funnel (module docstring) of `strategy`, run on the rows at `positions`, having selected `selected`.
+                 selected: int, contamination: Contamination) -> dict[str, Any]:
+    """The funnel (module docstring) of `strategy`, run on the rows at `positions` (those left after `contamination`
+    and the filters), having selected `selected`.
 
     A strategy whose counts cannot add up (a negative remainder, rows left beyond a budget it did not fill) is a
     bug: a RuntimeError, never a wrong funnel."""
@@ -147,9 +172,11 @@ def build_funnel(scored: Dataset, positions: np.ndarray, filter_steps: list[dict
         raise RuntimeError(f"select: the counts of strategy {strategy.name!r} do not add up: {len(positions)} rows in, "
                            f"{len(unranked)} flags, {int(unranked.sum())} unranked, removed {removed}, {selected} "
                            f"selected, budget {strategy.budget}")
-    funnel = {
-        "pool": len(scored),
-        "filtered": {"rows": len(scored) - len(positions),
+    funnel: dict[str, Any] = {"pool": len(scored)}
+    if contamination.prompts:  # select.decontaminate is set
+        funnel["decontaminated"] = {"rows": len(contamination.rows), "by_set": contamination.by_set()}
+    funnel |= {
+        "filtered": {"rows": len(scored) - len(contamination.rows) - len(positions),
                      "by_filter": [{"key": f"select.filters.{i}", "filter": step["filter"],
                                     "removed": step["failed"] + step["null"], "null": step["null"]}
                                    for i, step in enumerate(filter_steps)]},
@@ -197,6 +224,10 @@ def null_reasons(rows: Dataset, column: str, null: np.ndarray) -> dict[str, int]
 def funnel_steps(funnel: dict[str, Any], strategy: Strategy) -> list[Step]:
     """The funnel's steps in order, each with the rows it removed and the rows left after it."""
     rows: list[tuple[str, str, int]] = []
+    if "decontaminated" in funnel:
+        step = funnel["decontaminated"]
+        sets = ", ".join(f"{name} {n}" for name, n in step["by_set"].items())
+        rows.append(("decontaminated", f"decontaminated {step['rows']} ({sets})", step["rows"]))
     for record in funnel["filtered"]["by_filter"]:
         null = f" ({record['null']} null)" if record["null"] else ""
         rows.append((record["key"], f"{record['key']} {record['filter']!r} removed {record['removed']}{null}",

@@ -1,6 +1,6 @@
 """The `select:` and `hub:` sections: parsed by the strategies' config classes and checked before anything runs:
-option ranges, and every filter and score expression compiled and its columns resolved against the columns the run
-will have (the pool's fields, the scorers' columns)."""
+option ranges, the eval sets `decontaminate` reads, and every filter and score expression compiled and its columns
+resolved against the columns the run will have (the pool's fields, the scorers' columns)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from deita_train.recipe.sections import Section
 from deita_train.recipe.strict import build, convert
 from deita_train.registry import did_you_mean
 from deita_train.scoring.section import scored_columns
-from deita_train.selection.config import STRATEGY_CONFIGS, HubSection, SelectConfig
+from deita_train.selection.config import STRATEGY_CONFIGS, DecontaminateConfig, HubSection, SelectConfig
 from deita_train.selection.expressions import Expression
 
-COMMON_KEYS = ("strategy", "filters")
+COMMON_KEYS = ("strategy", "filters", "decontaminate")
 
 
 def parse_select(raw: Any, problems: list[str], key: str = "select") -> SelectConfig | None:
-    """`select:` (or `online.select:`) is `strategy`, optional `filters`, and the strategy's own options."""
+    """`select:` (or `online.select:`) is `strategy`, optional `filters` and `decontaminate` (`select:` only: online
+    selection re-selects among rows the select stage kept, or the whole pool), and the strategy's own options."""
     if not isinstance(raw, dict) or "strategy" not in raw:
         problems.append(f"{key}: expected a mapping with `strategy` (one of {', '.join(STRATEGY_CONFIGS.names())})")
         return None
@@ -28,11 +29,19 @@ def parse_select(raw: Any, problems: list[str], key: str = "select") -> SelectCo
     except RecipeError as error:
         problems += error.problems
         return None
+    before = len(problems)
     filters = convert(raw.get("filters", []), list[str], f"{key}.filters", problems)
+    decontaminate = None
+    if key != "select" and "decontaminate" in raw:
+        problems.append(f"{key}.decontaminate: decontamination runs in the select stage: move it to "
+                        "`select.decontaminate` (strategy `random` without a budget keeps every clean row)")
+    elif raw.get("decontaminate") is not None:
+        decontaminate = build(DecontaminateConfig, raw["decontaminate"], f"{key}.decontaminate", problems)
     options = build(config_class, {k: v for k, v in raw.items() if k not in COMMON_KEYS}, key, problems)
-    if options is None or filters is None:
+    if len(problems) > before:
         return None
-    return SelectConfig(strategy=raw["strategy"], options=options, filters=filters, raw=raw)
+    return SelectConfig(strategy=raw["strategy"], options=options, filters=filters, decontaminate=decontaminate,
+                        raw=raw)
 
 
 def expression_problems(config: SelectConfig, key: str, columns: set[str] | None) -> list[str]:
@@ -64,6 +73,8 @@ def select_columns(recipe: Any) -> set[str] | None:
 def select_problems(config: SelectConfig, recipe: Any) -> list[str]:
     problems = [] if recipe.pool else ["pool: required by the select stage: list at least one source"]
     problems += config.options.problems("select")
+    if config.decontaminate is not None:
+        problems += config.decontaminate.problems("select.decontaminate")
     return problems + expression_problems(config, "select", select_columns(recipe))
 
 

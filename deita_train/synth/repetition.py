@@ -27,11 +27,7 @@ def repetition_stats(instructions: list[str], config: RepetitionConfig) -> Neigh
     """Per instruction: squared L2 distance to the nearest other one, how many others lie within `config.radius`,
     and whether an earlier one does (`duplicate`)."""
     if not instructions:
-        return NeighborStats(np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+        return NeighborStats(np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64))
     dedup = DedupConfig(neighbors=config.neighbors, radius=config.radius, backend="auto")
     return neighbor_stats(embed_instructions(instructions, config), dedup)
 
-
-def first_occurrences(stats: NeighborStats) -> np.ndarray:
-    """Indices of the rows to keep under the earliest-index rule: those with no earlier near-duplicate, in order."""
-    return np.flatnonzero(~stats.duplicate)
