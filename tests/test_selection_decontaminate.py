@@ -99,6 +99,17 @@ def test_seeded_rows_are_found_and_nothing_else(tmp_path, caplog):
     assert lines[1] == "select: decontaminated 5 (mt_bench 5, alpaca_eval 0), 395 left"
 
 
+def test_a_clean_pool_loses_no_row(tmp_path, caplog):
+    pool = Dataset.from_dict({"id": list(range(400)), "messages": alpaca_chats()})
+    config = parse_select({"strategy": "random", "budget": 10, "decontaminate": {"sets": ["mt_bench", "alpaca_eval"]}},
+                          [])
+    with caplog.at_level(logging.INFO, logger="deita_train.selection.runner"):
+        _, summary = select(pool, config, seed=0, output_dir=tmp_path)
+    assert summary["funnel"]["decontaminated"] == {"rows": 0, "by_set": {"mt_bench": 0, "alpaca_eval": 0}}
+    assert summary["decontamination"]["rows"] == 0 and summary["decontamination"]["examples"] == []
+    assert "select: decontaminated 0 (mt_bench 0, alpaca_eval 0), 400 left" in caplog.messages
+
+
 def test_rows_found_by_position_with_their_match():
     """What the per-row audit reads: positions, set, matched text, overlap and rule, in row order."""
     found = find_contamination(seeded_pool(), DecontaminateConfig(sets=["alpaca_eval", "mt_bench"], batch_rows=7))

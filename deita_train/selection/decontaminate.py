@@ -249,7 +249,7 @@ def ngram_matches(messages: pa.Table, index: EvalIndex,
     rows, grams = np.divmod(np.concatenate(pairs), width)
     firsts = np.flatnonzero(np.diff(rows, prepend=-1))
     found: tuple[list[int], list[int], list[float], list[str]] = ([], [], [], [])
-    for row, row_grams in zip(rows[firsts], np.split(grams, firsts[1:]), strict=True):
+    for row, row_grams in zip(rows[firsts], np.split(grams, firsts[1:]) if len(rows) else [], strict=True):
         prompt, overlap, text = best_prompt(index, row_grams)
         if config.min_overlap is None or overlap >= config.min_overlap:
             for values, value in zip(found, (int(row), prompt, overlap, text), strict=True):
