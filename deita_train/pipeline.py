@@ -87,7 +87,7 @@ class Run:
         from deita_train.selection.runner import select
 
         scored = self.scored()
-        selected, summary = select(scored, self.recipe.select, self.recipe.seed, self.out)
+        selected, summary = select(scored, self.recipe.select, self.recipe.seed, self.out, self.skipped_records())
         self.report["select"] = summary
         card = dataset_card(self.recipe, summary)
         write_text(self.out / "report" / "dataset_card.md", str(card))
@@ -95,6 +95,15 @@ class Run:
             push_selected(selected, card, self.recipe.hub)
             logger.info("pushed the selected rows to the hub dataset %s", self.recipe.hub.dataset_id)
         logger.info("selected %d of %d rows -> %s", len(selected), len(scored), self.out / "selected")
+
+    def skipped_records(self) -> list[dict[str, Any]]:
+        """The pool's records skipped at load (`on_error: skip`), `{path, where, problem}`: from this command's
+        load, else from the run record an earlier command wrote."""
+        pool = self.report.get("pool")
+        if pool is None:
+            path = self.out / "report" / "run.json"
+            pool = (json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}).get("pool", {})
+        return [{"path": source["path"], **item} for source in pool.get("sources", []) for item in source["skipped"]]
 
     def selected(self) -> Dataset:
         """What SFT trains on: `selected/` when the recipe selects, else what selection would start from (`scored/`

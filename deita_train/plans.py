@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from deita_train.data.pool_cache import source_fingerprint
-from deita_train.fingerprints import digest, model_identity
+from deita_train.fingerprints import digest, model_identity, source_identity
 from deita_train.manifest import StagePlan
 from deita_train.recipe.schema import Recipe
+from deita_train.selection.eval_prompts import is_prompt_file
 from deita_train.synth.config import made_by_synth
 
 
@@ -47,7 +48,8 @@ def stage_plans(recipe: Recipe) -> dict[str, StagePlan]:
                                    {"pool": data, "models": digest(models)})
         data = plans["score"].fingerprint
     if recipe.select is not None:
-        plans["select"] = StagePlan("select", out, section_digests(recipe, "select"), {"candidates": data})
+        plans["select"] = StagePlan("select", out, section_digests(recipe, "select"),
+                                    {"candidates": data, **eval_prompts(recipe.select)})
         data = plans["select"].fingerprint
     if recipe.sft is not None:
         plans["sft"] = StagePlan("sft", out, section_digests(recipe, "model", "sft", "peft", "online"),
@@ -61,6 +63,15 @@ def stage_plans(recipe: Recipe) -> dict[str, StagePlan]:
         plans["dpo"] = StagePlan("dpo", out, section_digests(recipe, "model", "dpo", "peft"),
                                  {"start": start, "preferences": preferences})
     return plans
+
+
+def eval_prompts(select: Any) -> dict[str, str]:
+    """The identity of the prompt files decontamination reads (an edit to one re-runs the selection); none when
+    `select.decontaminate` is not set."""
+    if select.decontaminate is None:
+        return {}
+    sets = [source_identity(entry, "", None) if is_prompt_file(entry) else entry for entry in select.decontaminate.sets]
+    return {"eval_prompts": digest(sets)}
 
 
 def section_digests(recipe: Recipe, *names: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -91,6 +92,13 @@ def test_rounds_change_the_selection_deterministically(twice):
         ranked = sorted((-sum(v), i) for i, v in zip(scores["id"], scores["score"], strict=True) if v is not None)
         assert r["ids"] == [i for _, i in ranked[:8]]  # top_k by the online IFD, highest first
         assert scores["scored_round"].count(r["round"]) == 12  # this round's slice; the other rows carried
+
+
+def test_the_report_shows_the_rounds(twice):
+    page = (twice[0] / "report" / "index.html").read_text()
+    online = page[page.index('<section id="online">'):].split("</section>")[0]
+    assert online.count("data:image/png") == 2  # rows changed per round, score drift
+    assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td><td>\d+</td><td>epoch", online)] == [0, 1, 2]
 
 
 def test_steps_per_epoch_stay_fixed_by_the_budget(twice):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from datasets import load_from_disk
 
@@ -47,3 +48,8 @@ def test_quickstart_writes_the_contract_and_learns(tiny_model, tmp_path, monkeyp
     assert (out / "report" / "scores_length.png").is_file()  # the recipe's score_logger callback
     report = json.loads((out / "report" / "run.json").read_text())
     assert report["dpo"]["start_from"] == str(out / "sft")
+    page = (out / "report" / "index.html").read_text()  # the report, with every section that applies
+    assert re.findall(r'<section id="([a-z]+)">', page) == ["overview", "pool", "scores", "selection", "examples",
+                                                            "training", "recipe"]
+    assert page.count("data:image/png") == 5  # length histogram, funnel, sft loss, dpo loss, dpo rewards
+    assert report["final_losses"]["sft"]["loss"] == losses[-1] and "rewards/margins" in report["final_losses"]["dpo"]

@@ -133,3 +133,17 @@ def test_the_page_renders_in_headless_chromium(selected_run, tmp_path):
     title = re.search(r"<title>(.*?)</title>", done.stdout).group(1)
     assert title == f"images=6 broken=0 sections={len(section_ids(page))}"
     assert not [line for line in done.stderr.splitlines() if "CONSOLE" in line and "error" in line.lower()]
+
+
+def test_the_report_reads_only_numeric_columns(monkeypatch):
+    """Text columns are never read whole (a 10M-row text column overflows Arrow's 2 GB string offsets)."""
+    from datasets import Dataset
+
+    from deita_train.report import columns
+
+    data = Dataset.from_dict({"id": [0, 1, 2], "text": ["a", "b", "c"], "score": [1.0, None, 3.0],
+                              "turns": [[1.0, 2.0], [], None]})
+    assert columns.numeric_columns(data) == ["score", "turns"]
+    assert list(columns.per_sample(columns.column_array(data, "turns"))[:2]) == [3.0, 0.0]
+    assert np.isnan(columns.per_sample(columns.column_array(data, "score"))[1])
+

@@ -255,3 +255,19 @@ def test_embedding_rule_agrees_with_a_brute_force_cosine(tiny_sentence_model):
             assert rule == "ngram" and score == 1.0
         else:
             assert rule == "embedding" and score == pytest.approx(best[row][0], abs=1e-4) and match == best[row][1]
+
+
+def test_editing_a_prompt_file_makes_the_selection_stale(tmp_path):
+    from deita_train.plans import stage_plans
+    from deita_train.sections import load_recipe
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Write a haiku about the autumn moon over a quiet lake at night please now"}\n')
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"instruction": "Say hi.", "output": "Hi."}\n')
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "pool": [{"path": str(pool)}],
+                                      "select": {"strategy": "random", "decontaminate": {"sets": [str(prompts)]}}}))
+    before = stage_plans(load_recipe(recipe))["select"].fingerprint
+    prompts.write_text('{"prompt": "Name three rivers that flow through more than four countries in Europe today"}\n')
+    assert stage_plans(load_recipe(recipe))["select"].fingerprint != before

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -243,3 +245,42 @@ def test_shards_cached_before_reasons_merge_without_rescoring(tmp_path, monkeypa
     unknown = "unknown (cached before reasons were kept)"
     assert scored["quality_reason"] == [None, unknown, None, unknown, None, unknown]
     assert stats["quality"]["shards"] == {"total": 2, "reused": 2}
+
+
+@pytest.mark.parametrize(("options", "unscored", "removed", "beyond", "selected", "budget"), CASES,
+                         ids=lambda v: v["strategy"] if isinstance(v, dict) and "strategy" in v else None)
+def test_audit_trail_gives_every_row_its_rank_or_first_reason(tmp_path, options, unscored, removed, beyond, selected,
+                                                              budget):
+    rows, summary = run(tmp_path, options)
+    audit = pq.read_table(tmp_path / "report" / "audit.parquet").to_pylist()
+    assert [row["id"] for row in audit] == list(range(20))  # one row per pool record
+    ranked = sorted((row for row in audit if row["rank"] is not None), key=lambda row: row["rank"])
+    assert [row["id"] for row in ranked] == rows["id"] and all(row["reason"] is None for row in ranked)
+    reasons = Counter(row["reason"] for row in audit if row["rank"] is None)
+    assert reasons == Counter({"filtered": 4, "unscored": sum(sum(r.values()) for r in unscored.values()),
+                               **removed, "beyond_budget": beyond}) - Counter()  # zero counts dropped
+    assert {row["detail"] for row in audit[:4]} == {f"select.filters.0: {FILTER}"}
+    for row in audit:
+        if row["reason"] == "unscored" and row["id"] in QUALITY_REASONS and "quality" in str(options.get("score")):
+            assert row["detail"] == f"quality: {QUALITY_REASONS[row['id']] or 'null'}"
+        if row["reason"] == "rejected_by_diversity":  # the nearest selected row, as close as it says
+            similarity, nearest = re.fullmatch(r"similarity (\S+) > 0.9 to selected id (\d+)", row["detail"]).groups()
+            assert int(nearest) in rows["id"]
+            angle = math.radians(ANGLES[row["id"]] - ANGLES[int(nearest)])
+            assert float(similarity) == pytest.approx(math.cos(angle), abs=1e-4) and float(similarity) > 0.9
+        if row["reason"] == "duplicates":  # each pair's second row, after its first
+            assert row["detail"] == f"within 0.05 (squared L2) of the earlier id {row['id'] - 1}"
+        if row["reason"] == "score_cut" and options["strategy"] == "threshold":
+            assert re.fullmatch(r"score \S+ fails quality >= 5(\.0)?", row["detail"])
+        if row["reason"] == "beyond_budget":
+            assert row["detail"] == f"budget {budget} filled"
+
+
+def test_skipped_records_are_in_the_audit_too(tmp_path):
+    problems: list[str] = []
+    config = parse_select({"strategy": "random", "budget": 3}, problems)
+    select(scored_pool(), config, seed=0, output_dir=tmp_path,
+           skipped=[{"path": "pool.jsonl", "where": "line 7", "problem": "not JSON"}])
+    audit = pq.read_table(tmp_path / "report" / "audit.parquet").to_pylist()
+    assert len(audit) == 21 and audit[-1] == {"id": None, "source_file": "pool.jsonl", "source_row": None,
+                                              "rank": None, "reason": "skipped", "detail": "line 7: not JSON"}

@@ -142,6 +142,8 @@ def test_the_selection_writes_a_dataset_card(tmp_path, tiny_model, monkeypatch):
     summary = json.loads((tmp_path / "selection.json").read_text())
     kept = summary["filters"][0]["kept"]
     assert f"| filter `input != \"\"` | {kept} |" in text and "| selected | 7 |" in text and "| pool | 400 |" in text
+    record = json.loads((tmp_path / "report" / "run.json").read_text())  # the card's provenance is the record's
+    assert f"| transformers | {record['versions']['transformers']} |" in text and "| git commit |" in text
 
 
 def test_push_selected_uploads_the_rows_then_the_card(monkeypatch):

@@ -112,7 +112,8 @@ def select_round(candidates: Dataset, table: ScoreTable, config: OnlineConfig, s
     view = view.add_column(column, [table.values[i] for i in range(len(candidates))]).select(scored)
     strategy = STRATEGIES.get(config.select.strategy, "online.select.strategy")(config.select.options, seed)
     seconds: dict[str, float] = {}
-    picks, passed, filter_steps = choose(view, config.select, strategy, seconds)
+    choice = choose(view, config.select, strategy, seconds)
+    picks, passed, filter_steps = choice.picks, choice.positions, choice.filter_steps
     totals = sample_scores(view.select_columns([column]), column, "online.score_column")
     return [scored[p] for p in picks], {
         "filters": filter_steps,

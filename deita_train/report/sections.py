@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from deita_train.report import figures
+from deita_train.report.columns import column_array, column_kind, numeric_columns, per_sample
 from deita_train.report.outputs import RunOutputs
 from deita_train.report.page import Block, Section
 
@@ -86,8 +87,6 @@ def scored_columns(outputs: RunOutputs) -> dict[str, str]:
     """The score and embedding columns of `scored/` with their scorer type: the recipe's scorers, then the pool's
     own numeric columns (`value`, or `embedding` for fixed-size vectors), the scorers' inspection columns
     (`<column>_<extra>`) aside."""
-    from deita_train.selection.report import column_kind, numeric_columns
-
     if outputs.scored is None:
         return {}
     types = outputs.score_types()
@@ -95,7 +94,7 @@ def scored_columns(outputs: RunOutputs) -> dict[str, str]:
     for column in numeric_columns(outputs.scored):
         if column in found or column == "source_row" or any(column.startswith(f"{c}_") for c in types):
             continue
-        kind = column_kind(outputs.scored.data.column(column).combine_chunks())
+        kind = column_kind(column_array(outputs.scored, column))
         if kind is not None:
             found[column] = "embedding" if kind == "embedding" else "value"
     return found
@@ -108,9 +107,7 @@ def score_columns(outputs: RunOutputs) -> dict[str, str]:
 
 def sample_scores(outputs: RunOutputs, column: str) -> np.ndarray:
     """One float per pool row (per-turn lists summed); NaN where unscored."""
-    from deita_train.selection.report import per_sample
-
-    return per_sample(outputs.scored.data.column(column).combine_chunks())
+    return per_sample(column_array(outputs.scored, column))
 
 
 def scores(outputs: RunOutputs) -> Section | None:
@@ -257,20 +254,18 @@ def examples(outputs: RunOutputs) -> Section | None:
 
 
 def rejected_rows(outputs: RunOutputs) -> list[list[Any]]:
-    """Up to 5 audited rows that were not selected, one per reason where possible, with their conversation."""
+    """Up to 5 pool rows that were not selected, the first of each reason before a second of any, with their
+    reason and conversation (from report/audit.parquet; records skipped at load have no conversation)."""
     if outputs.audit is None or outputs.scored is None:
         return []
-    audit = outputs.audit.filter(pa.compute.is_null(outputs.audit.column("rank")))
-    picked, seen = [], set()
-    for row in audit.slice(0, 10_000).to_pylist():
-        if row["reason"] not in seen or len(picked) < 5 and len(seen) >= 5:
-            seen.add(row["reason"])
-            picked.append(row)
-        if len(picked) == 5:
-            break
+    audit = outputs.audit.filter(pa.compute.is_valid(outputs.audit.column("id")))
+    audit = audit.filter(pa.compute.is_null(audit.column("rank"))).slice(0, 10_000).to_pylist()
+    firsts = {row["reason"]: row for row in reversed(audit)}  # the first row of each reason
+    picked = sorted(firsts.values(), key=lambda row: row["id"])[:5]
+    picked += [row for row in audit if row not in picked][: 5 - len(picked)]
     messages = outputs.scored.select([row["id"] for row in picked])["messages"]
-    return [[row["id"], f"{row['reason']}: {row['detail']}" if row.get("detail") else row["reason"],
-             conversation(m)] for row, m in zip(picked, messages, strict=True)]
+    return [[row["id"], f"{row['reason']}: {row['detail']}" if row["detail"] else row["reason"], conversation(m)]
+            for row, m in zip(picked, messages, strict=True)]
 
 
 def series(history: list[dict[str, Any]], name: str) -> tuple[list[float], list[float]]:

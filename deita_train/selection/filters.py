@@ -32,14 +32,16 @@ def compile_filters(filters: list[str], key: str = "select.filters") -> list[Exp
 
 
 def apply_filters(dataset: Dataset, filters: list[str],
-                  key: str = "select.filters") -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Rows of `dataset` passing all filters (ascending positions), and one count record per filter."""
+                  key: str = "select.filters") -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
+    """Rows of `dataset` passing all filters (ascending positions), one count record per filter, and per row the
+    index of the first filter it failed (-1: it passed them all)."""
     compiled = compile_filters(filters, key)
     for expression in compiled:
         expression.check_columns(dataset.column_names)
     positions = np.arange(len(dataset))
+    failed_at = np.full(len(dataset), -1, dtype=np.int32)
     steps = []
-    for expression in compiled:
+    for index, expression in enumerate(compiled):
         started = time.perf_counter()
         keep, nulls = passing(dataset, expression, positions)
         steps.append({
@@ -49,8 +51,9 @@ def apply_filters(dataset: Dataset, filters: list[str],
             "null": nulls,
             "seconds": round(time.perf_counter() - started, 3),
         })
+        failed_at[positions[~keep]] = index
         positions = positions[keep]
-    return positions, steps
+    return positions, steps, failed_at
 
 
 def passing(dataset: Dataset, expression: Expression, positions: np.ndarray) -> tuple[np.ndarray, int]:

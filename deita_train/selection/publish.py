@@ -48,6 +48,12 @@ def dataset_card(recipe: Recipe, summary: dict[str, Any]) -> DatasetCard:
         "|---|---|",
         *(f"| {step} | {rows} |" for step, rows in counts_table(summary)),
         "",
+        "## Provenance",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in provenance().items()),
+        "",
         "## Recipe",
         "",
         "```yaml",
@@ -57,6 +63,13 @@ def dataset_card(recipe: Recipe, summary: dict[str, Any]) -> DatasetCard:
     ]
     data = DatasetCardData(pretty_name=recipe.output_dir.name, task_categories=["text-generation"], tags=CARD_TAGS)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+def provenance() -> dict[str, Any]:
+    """What made the selection, as the run record has it: library versions, hardware, the checkout's commit."""
+    from deita_train.report.record import git_commit, hardware, versions
+
+    return {**versions(), **hardware(), "git commit": git_commit() or "not a checkout"}
 
 
 def drawn(source) -> str:

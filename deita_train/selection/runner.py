@@ -1,8 +1,9 @@
-"""The select stage: decontamination, filters, then the strategy; writes `selected/`, `selection.json` and `report/`.
+"""The select stage: decontamination, filters, then the strategy; writes `selected/`, `selection.json` and
+`report/audit.parquet` (every pool row's rank or first reason not to be selected: audit.py).
 
 `selection.json` records the strategy and its parameters, counts at each step (`pool`; `scored`: rows
 with no null in the columns the strategy reads; one entry per filter; `filtered`: rows left after
-decontamination and the filters; `selected`), what the strategy found, the funnel, the report's figures,
+decontamination and the filters; `selected`), what the strategy found, the funnel,
 seconds per step (and their total), and with `select.decontaminate`, `decontamination` (`Contamination.summary`:
 the rows each eval set matched, and the first 20 matches: row id, set, the matched n-gram).
 
@@ -40,11 +41,11 @@ from datasets import Dataset
 from datasets.table import InMemoryTable
 
 from deita_train.errors import UserError
+from deita_train.selection.audit import audit_trail, check_against_funnel, write_audit
 from deita_train.selection.base import Strategy
 from deita_train.selection.config import SelectConfig
 from deita_train.selection.decontaminate import Contamination, find_contamination
 from deita_train.selection.filters import apply_filters
-from deita_train.selection.report import write_report
 from deita_train.selection.scores import arrow_column, arrow_table, take_rows
 from deita_train.selection.strategies import STRATEGIES
 from deita_train.storage import save_dataset, write_json
@@ -69,14 +70,17 @@ class Step(NamedTuple):
     left: int  # rows left after this step
 
 
-def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -> tuple[Dataset, dict[str, Any]]:
-    """Apply `config` to `scored`; write `<output_dir>/selected/`, `selection.json` and `report/`.
+def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path,
+           skipped: list[dict[str, Any]] = ()) -> tuple[Dataset, dict[str, Any]]:
+    """Apply `config` to `scored`; write `<output_dir>/selected/`, `selection.json` and `report/audit.parquet`
+    (`skipped`: the records skipped at load, `{path, where, problem}`, listed in the audit).
 
     Raises `UserError` when no row is selected, before writing anything (see the module docstring)."""
     seconds: dict[str, float] = {}
     strategy = STRATEGIES.get(config.strategy, "select.strategy")(config.options, seed)
     contamination = decontaminated(scored, config, seconds)
-    picks, positions, filter_steps = choose(scored, config, strategy, seconds, contamination.rows)
+    choice = choose(scored, config, strategy, seconds, contamination.rows)
+    picks, positions, filter_steps = choice.picks, choice.positions, choice.filter_steps
     funnel = build_funnel(scored, positions, filter_steps, strategy, len(picks), contamination)
     steps = funnel_steps(funnel, strategy)
     log_funnel(funnel, steps)
@@ -84,13 +88,16 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
         raise UserError(empty_message(funnel, steps))
 
     started = time.perf_counter()
-    selected = taken(scored, picks)
-    save_dataset(selected, output_dir / "selected")
-    seconds["write"] = round(time.perf_counter() - started, 3)
+    audit = audit_trail(scored, picks, positions, choice.failed_at, contamination, config.filters, strategy,
+                        list(skipped))
+    check_against_funnel(audit, funnel, len(skipped))
+    seconds["audit"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
-    figures = write_report(scored, picks, output_dir / "report", seed)
-    seconds["report"] = round(time.perf_counter() - started, 3)
+    selected = taken(scored, picks)
+    save_dataset(selected, output_dir / "selected")
+    write_audit(audit, output_dir / "report" / "audit.parquet")
+    seconds["write"] = round(time.perf_counter() - started, 3)
     seconds["total"] = round(sum(seconds.values()), 3)
 
     summary = {
@@ -104,7 +111,6 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path) -
         },
         "funnel": funnel,
         "found": strategy.details(),
-        "report": figures,
         "seconds": seconds,
     }
     if config.decontaminate is not None:
@@ -130,24 +136,35 @@ def decontaminated(scored: Dataset, config: SelectConfig, seconds: dict[str, flo
     return contamination
 
 
+class Choice(NamedTuple):
+    """What `choose` found."""
+
+    picks: list[int]  # rows of `scored`, in selection order
+    positions: np.ndarray  # rows passing decontamination and the filters: the strategy's input
+    filter_steps: list[dict[str, Any]]  # one count record per filter
+    failed_at: np.ndarray  # per row of `scored`, the first filter it failed (-1: none, or not filtered)
+
+
 def choose(scored: Dataset, config: SelectConfig, strategy: Strategy, seconds: dict[str, float],
-           excluded: np.ndarray | None = None) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
-    """Rows of `scored` kept by the filters then the strategy (in selection order), the rows passing the filters,
-    and one count record per filter; the rows at `excluded` (the decontaminated rows) are left out before the
-    filters. The time of each part goes to `seconds` (`filters`, `strategy`)."""
+           excluded: np.ndarray | None = None) -> Choice:
+    """The filters then the strategy over `scored`; the rows at `excluded` (the decontaminated rows) are left out
+    before the filters. The time of each part goes to `seconds` (`filters`, `strategy`)."""
     started = time.perf_counter()
     kept = np.arange(len(scored))
     if excluded is not None and len(excluded):
         kept = np.delete(kept, excluded)
-    passed, filter_steps = apply_filters(scored if len(kept) == len(scored) else scored.select(kept), config.filters)
+    passed, filter_steps, failed = apply_filters(scored if len(kept) == len(scored) else scored.select(kept),
+                                                 config.filters)
     positions = kept[passed]
+    failed_at = np.full(len(scored), -1, dtype=np.int32)
+    failed_at[kept] = failed
     seconds["filters"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
     candidates = scored if len(positions) == len(scored) else scored.select(positions)
     picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
     seconds["strategy"] = round(time.perf_counter() - started, 3)
-    return picks, positions, filter_steps
+    return Choice(picks, positions, filter_steps, failed_at)
 
 
 def count_scored(scored: Dataset, columns: list[str]) -> int:

@@ -126,7 +126,7 @@ def filtered(table: pa.Table, filters: list[str]) -> tuple[pa.Table, list[dict[s
         return table, []
     from deita_train.selection.filters import apply_filters
 
-    positions, steps = apply_filters(Dataset(table), filters, key="synth.filters")
+    positions, steps, _ = apply_filters(Dataset(table), filters, key="synth.filters")
     return table.take(pa.array(positions, pa.int64())), steps
 
 
