@@ -1,4 +1,4 @@
-"""Deita complexity and quality scorers against METHODS.md section 2."""
+"""Deita complexity and quality scorers against docs/methods.md, Deita scorers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .scoring_fixtures import (
     reference_next_logits,
 )
 
-# Typed out from METHODS.md, not imported: the templates must stay character-exact.
+# Typed out from docs/methods.md, not imported: the templates must stay character-exact.
 COMPLEXITY = ("You are a helpful assistant. Please identify the complexity score of the following user query. \n"
               "##Query: {instruction}  \n##Complexity: ")
 QUALITY = ("You are a helpful assistant. Please identify the quality score of the Response corresponding to the "

@@ -1,4 +1,4 @@
-"""IFD (both conventions) and perplexity against METHODS.md section 4, computed independently per sample."""
+"""IFD (both conventions) and perplexity against docs/methods.md, IFD, computed independently per sample."""
 
 from __future__ import annotations
 

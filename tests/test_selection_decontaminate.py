@@ -7,6 +7,7 @@ import json
 import logging
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from datasets import Dataset
@@ -14,6 +15,7 @@ from datasets import Dataset
 from deita_train.data.formats import adapt
 from deita_train.errors import UserError
 from deita_train.recipe.errors import RecipeError
+from deita_train.report.command import render_report
 from deita_train.sections import load_recipe
 from deita_train.selection.config import DecontaminateConfig
 from deita_train.selection.decontaminate import find_contamination
@@ -97,6 +99,15 @@ def test_seeded_rows_are_found_and_nothing_else(tmp_path, caplog):
     assert len(rows) == 300 and not set(rows["id"]) & set(SEEDED)
     lines = [r.getMessage() for r in caplog.records if r.name == "deita_train.selection.runner"]
     assert lines[1] == "select: decontaminated 5 (mt_bench 5, alpaca_eval 0), 395 left"
+
+    audit = pq.read_table(tmp_path / "report" / "audit.parquet").to_pylist()  # every match, per row
+    found = {row["id"]: row["detail"] for row in audit if row["reason"] == "decontaminated"}
+    assert sorted(found) == sorted(SEEDED)
+    assert found[200] == "mt_bench: 'rewrite your previous response start every sentence with the letter a' (overlap 1)"
+    render_report(tmp_path)  # and the report shows the counts and the first matches
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| mt_bench | 160 | 5 |" in summary and "| - decontaminated | 5 | 395 |" not in summary
+    assert "| decontaminated | 5 | 395 |" in summary and "| 200 | mt_bench | rewrite your previous" in summary
 
 
 def test_a_clean_pool_loses_no_row(tmp_path, caplog):

@@ -1,4 +1,4 @@
-"""`deita` (METHODS.md section 3): worked cases, and blocked picks == a plain one-at-a-time loop."""
+"""`deita` (docs/methods.md, Repr Filter): worked cases, and blocked picks == a plain one-at-a-time loop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from deita_train.selection.deita import DeitaConfig, DeitaStrategy, repr_filter,
 
 
 def reference_loop(vectors: np.ndarray, scores: np.ndarray, threshold: float, budget: int | None) -> list[int]:
-    """METHODS.md section 3 verbatim: one candidate at a time against the selected set.
+    """docs/methods.md, Repr Filter verbatim: one candidate at a time against the selected set.
 
     Same dot-product convention as the strategy: float32 unit rows, exact (float64) dot products.
     """

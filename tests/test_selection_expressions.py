@@ -98,8 +98,8 @@ def test_filters_count_each_step_and_nulls():
         "quality": [[5.0], [3.0], None, [4.0], [4.5]],
         "instruction": ["a", "b:", "c", "d", "e:"],
     })
-    positions, steps = apply_filters(data, ["quality >= 4", "not instruction.endswith(':')"])
-    assert positions.tolist() == [0, 3]
+    positions, steps, failed_at = apply_filters(data, ["quality >= 4", "not instruction.endswith(':')"])
+    assert positions.tolist() == [0, 3] and failed_at.tolist() == [-1, 0, 0, -1, 1]  # row 2: its null fails
     assert [(s["kept"], s["failed"], s["null"]) for s in steps] == [(3, 1, 1), (2, 1, 0)]
     with pytest.raises(RecipeError, match="no column 'qualty'"):
         apply_filters(data, ["qualty > 1"])

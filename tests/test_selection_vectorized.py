@@ -362,7 +362,7 @@ def test_scores_and_filters_equal_the_reference_on_a_dataset():
         totals = [math.nan if v is None else float(sum(v) if isinstance(v, list) else v) for v in totals]
         np.testing.assert_array_equal(sample_scores(dataset, text), totals, err_msg=text)
     filters = ["q >= 1.5", "not s.endswith(':')", "len(t) < 2 and i != 3"]
-    positions, steps = apply_filters(dataset, filters)
+    positions, steps, _ = apply_filters(dataset, filters)
     kept = list(range(len(rows)))
     for text, step in zip(filters, steps, strict=True):
         expression = Expression(text, "k")

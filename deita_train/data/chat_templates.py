@@ -1,6 +1,6 @@
 """Named chat templates, with `{% generation %}` markers so TRL can train on assistant tokens only.
 
-`vicuna_v1.1` is FastChat's `vicuna_v1.1` conversation (Deita-7B trains on it, METHODS.md section 6):
+`vicuna_v1.1` is FastChat's `vicuna_v1.1` conversation (Deita-7B trains on it, docs/methods.md, the Deita-7B recipe):
 `{bos}{system} USER: {q1} ASSISTANT: {a1}{eos}USER: {q2} ASSISTANT: {a2}{eos}`.
 """
 

@@ -1,6 +1,6 @@
 """Canonical conversations: `[{"role": system|user|assistant, "content": str}]` and their turns.
 
-METHODS.md section 1: a turn is a user message and the assistant message answering it.
+docs/methods.md: a turn is a user message and the assistant message answering it.
 """
 
 from __future__ import annotations

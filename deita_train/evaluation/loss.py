@@ -1,7 +1,7 @@
 """Held-out loss: mean cross-entropy on the assistant tokens of held-out conversations.
 
 Assistant tokens are those inside the chat template's `{% generation %}` markers, as in training with
-`assistant_only_loss` (METHODS.md section 6); the loss is averaged over all those tokens of the set.
+`assistant_only_loss` (docs/methods.md, the Deita-7B recipe); the loss is averaged over all those tokens of the set.
 """
 
 from __future__ import annotations

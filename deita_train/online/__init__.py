@@ -1,5 +1,5 @@
-"""Online selection inside training (METHODS.md section 7): re-score the candidates with the model being trained,
-re-select, and keep training on the new subset through a sampler the trainer owns.
+"""Online selection inside training (docs/methods.md, online selection): re-score the candidates with the model
+being trained, re-select, and keep training on the new subset through a sampler the trainer owns.
 
 - `config.py`: the recipe's `online:` section;
 - `sampler.py`: the training sampler, a pure function of the rounds so far, the epoch and the seed;

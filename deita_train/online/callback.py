@@ -1,4 +1,4 @@
-"""When online rounds fire, and what a round leaves behind (METHODS.md section 7).
+"""When online rounds fire, and what a round leaves behind (docs/methods.md, online selection).
 
 Timing, read from transformers' `Trainer._inner_training_loop`: `on_epoch_begin` runs before the epoch's
 `iter(train_dataloader)`, so a round fired there (round 0, and every round with `every: epoch`) decides the

@@ -15,7 +15,7 @@ ONLINE_SCORERS = tuple(name for name in SCORER_CONFIGS.names()
 
 @dataclass
 class OnlineConfig:
-    """`online:` — re-select the training subset with the model being trained (METHODS.md section 7).
+    """`online:` — re-select the training subset with the model being trained (docs/methods.md, online selection).
 
     > When rounds fire
 

@@ -170,6 +170,14 @@ def selection(outputs: RunOutputs) -> Section | None:
     found = {k: v for k, v in summary.get("found", {}).items() if not isinstance(v, (list, dict))}
     if found:
         section.table(["the strategy found", ""], [[k, v] for k, v in found.items()])
+    decontamination = summary.get("decontamination")
+    if decontamination:
+        section.text(f"Decontamination ({decontamination['ngram']}-grams): rows removed per eval set, then the first "
+                     "matches (every row's match is in report/audit.parquet).")
+        section.table(["eval set", "prompts", "rows removed"],
+                      [[name, found["prompts"], found["rows"]] for name, found in decontamination["sets"].items()])
+        section.table(["id", "set", "match"], [[e["id"], e["set"], e.get("ngram") or e.get("prompt")]
+                                               for e in decontamination["examples"]])
     return section
 
 

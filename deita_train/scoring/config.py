@@ -89,7 +89,7 @@ class TurnLossConfig(ModelScorerConfig):
 @register_scorer_config("ifd")
 @dataclass
 class IFDScorerConfig(TurnLossConfig):
-    """`ifd` options (METHODS.md section 4)."""
+    """`ifd` options (docs/methods.md, IFD)."""
 
     extra_columns: ClassVar[tuple[str, ...]] = ("loss_cond", "loss_direct")
 
@@ -110,7 +110,7 @@ class ConditionedLossConfig(TurnLossConfig):
 
 @dataclass
 class DeitaScorerConfig(ModelScorerConfig):
-    """`deita_complexity` / `deita_quality` options (METHODS.md section 2)."""
+    """`deita_complexity` / `deita_quality` options (docs/methods.md, Deita scorers)."""
 
     max_length: int = field(
         default=2048, metadata={"help": "Prompt tokens (BOS included); longer turn text is cut to fit, and counted."}
@@ -124,7 +124,7 @@ register_scorer_config("deita_quality")(DeitaScorerConfig)
 @register_scorer_config("embedding")
 @dataclass
 class EmbeddingScorerConfig(ModelScorerConfig):
-    """`embedding` options (METHODS.md section 3)."""
+    """`embedding` options (docs/methods.md, Repr Filter)."""
 
     backend: Literal["transformers", "sentence_transformers"] = field(
         default="transformers", metadata={"help": "A causal LM (`transformers`) or a sentence-transformers model."}

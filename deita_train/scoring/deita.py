@@ -1,4 +1,4 @@
-"""`deita_complexity` and `deita_quality`: Deita's scorers (METHODS.md section 2; Liu et al., ICLR 2024).
+"""`deita_complexity` and `deita_quality`: Deita's scorers (docs/methods.md, Deita scorers; Liu et al., ICLR 2024).
 
 Each turn is scored on its own, without earlier context: the turn fills the scorer's prompt, one
 forward pass gives the next-token logits after it, and the score is the expected value of the digit
@@ -32,7 +32,7 @@ DIGITS = ("1", "2", "3", "4", "5", "6")
 
 
 def expected_digit(digit_logits: torch.Tensor) -> torch.Tensor:
-    """sum_i i * softmax(logits)_i over the last axis, holding the logits of "1".."6" (METHODS.md section 2)."""
+    """sum_i i * softmax(logits)_i over the last axis, holding the logits of "1".."6" (docs/methods.md)."""
     weights = torch.arange(1, digit_logits.shape[-1] + 1, dtype=torch.float64)
     return (torch.softmax(digit_logits.double(), dim=-1) * weights).sum(dim=-1)
 

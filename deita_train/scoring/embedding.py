@@ -1,4 +1,4 @@
-"""`embedding`: one fixed-size vector per sample (METHODS.md section 3), stored as float32 (or float16) Arrow.
+"""`embedding`: one fixed-size vector per sample (docs/methods.md, Repr Filter), stored as float32 (or float16) Arrow.
 
 - `backend: transformers`, `pooling: last_token` (Deita's default): a causal LM reads the whole
   conversation in Vicuna v1.1 (BOS, `SYSTEM USER: q ASSISTANT: a</s>...`), right-truncated to
@@ -6,7 +6,7 @@
   `pooling: mean` averages the final hidden states over the real tokens instead.
 - `backend: sentence_transformers`: a local sentence-transformers model over
   `instruction\\n[input\\n]output` (Alpaca records) or the turns joined by newlines; its own pooling
-  (masked mean for MiniLM/mpnet), L2-normalized (Superfiltering-D, METHODS.md section 4).
+  (masked mean for MiniLM/mpnet), L2-normalized (Superfiltering-D, docs/methods.md, IFD).
 """
 
 from __future__ import annotations

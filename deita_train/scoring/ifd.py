@@ -1,4 +1,4 @@
-"""`ifd`: Instruction-Following Difficulty (METHODS.md section 4; Li et al., NAACL 2024 and ACL 2024).
+"""`ifd`: Instruction-Following Difficulty (docs/methods.md, IFD; Li et al., NAACL 2024 and ACL 2024).
 
 For an answer A to a prompt Q, with the mean per-token losses
   Lc = mean_i -log p(a_i | prompt(Q), a_<i)      (conditioned pass)

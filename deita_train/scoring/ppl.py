@@ -1,8 +1,8 @@
-"""`ppl` and `loss`: perplexity exp(Lc), or Lc itself, of each assistant turn given its context (METHODS.md 4, 7).
+"""`ppl` and `loss`: perplexity exp(Lc), or Lc itself, of each assistant turn given its context (docs/methods.md 4, 7).
 
 Lc is IFD's conditioned loss: the same prompts (either IFD convention), the same answer boundary
 and truncation, one pass per turn. `ppl` keeps the loss itself as `<column>_loss`; `loss` is the
-cheapest scorer for online selection (METHODS.md section 7: one pass, no direct pass).
+cheapest scorer for online selection (docs/methods.md, online selection: one pass, no direct pass).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ selected), `reason` and `detail` (null when selected):
 - `unscored`: the first column the strategy reads that is null there, with the row's `<column>_reason`; or NaN;
 - a strategy removal (`rejected_by_diversity`, `duplicates`, `score_cut`, `not_preselected`): the strategy's note
   (the nearest selected id and the similarity, the earlier duplicate, the failing score);
-- `beyond_budget`: ranked, but the budget was filled first.
+- `beyond_budget`: ranked, but the budget was filled first (no detail: `selection.json` has the budget).
 
 Records skipped at load (`on_error: skip`) have no id; they are listed with `reason: skipped` and their problem,
 so the rows add up to the records read. Every count equals the funnel's: a mismatch is a bug, raised.
@@ -38,31 +38,32 @@ def audit_trail(scored: Dataset, picks: list[int], positions: np.ndarray, failed
     """The audit table of one selection: `positions` are the rows the strategy saw, `failed_at` the first filter each
     pool row failed (-1: none), `skipped` the records skipped at load (`{path, where, problem}`)."""
     n = len(scored)
-    reason = np.full(n, None, dtype=object)
+    reasons = ["decontaminated", "filtered", "unscored", *strategy.removed, "beyond_budget"]
+    code = np.full(n, -1, dtype=np.int8)  # index into `reasons`; -1: none yet (selected, in the end)
     detail = np.full(n, None, dtype=object)
-    for row, name, match, score, rule in zip(contamination.rows, contamination.sets, contamination.matches,
-                                             contamination.scores, contamination.rules, strict=True):
-        reason[row] = "decontaminated"
-        detail[row] = f"{name}: {match!r} ({'overlap' if rule == 'ngram' else 'similarity'} {score:.3g})"
+    code[contamination.rows] = reasons.index("decontaminated")
+    detail[contamination.rows] = [f"{name}: {match!r} ({'overlap' if rule == 'ngram' else 'similarity'} {score:.3g})"
+                                  for name, match, score, rule in zip(contamination.sets, contamination.matches,
+                                                                      contamination.scores, contamination.rules,
+                                                                      strict=True)]
     failed = np.flatnonzero(failed_at >= 0)
-    reason[failed] = "filtered"
-    detail[failed] = [f"select.filters.{i}: {filters[i]}" for i in failed_at[failed]]
+    code[failed] = reasons.index("filtered")
+    labels = [f"select.filters.{i}: {text}" for i, text in enumerate(filters)]
+    detail[failed] = [labels[i] for i in failed_at[failed]]  # one string per filter, shared by its rows
     if strategy.unranked is not None and strategy.unranked.any():
         unranked = positions[strategy.unranked]
-        reason[unranked] = "unscored"
+        code[unranked] = reasons.index("unscored")
         detail[unranked] = unscored_details(scored, unranked, strategy)
     for name, removed in strategy.removed.items():
         rows = positions[removed.rows]
-        reason[rows] = name
+        code[rows] = reasons.index(name)
         detail[rows] = removed.notes
-    ranked = np.zeros(n, dtype=bool)
-    ranked[positions] = True
-    beyond = ranked & (reason == None)  # noqa: E711  (an object array: elementwise comparison)
-    reason[beyond] = "beyond_budget"
-    detail[beyond] = f"budget {strategy.budget} filled"
     rank = np.full(n, -1, dtype=np.int64)
     rank[np.asarray(picks, dtype=np.int64)] = np.arange(1, len(picks) + 1)
-    reason[rank > 0] = None
+    beyond = np.zeros(n, dtype=bool)
+    beyond[positions] = True
+    code[beyond & (code < 0) & (rank < 0)] = reasons.index("beyond_budget")
+    code[rank > 0] = -1
     detail[rank > 0] = None
     pool = arrow_table(scored, set(POOL_COLUMNS) & set(scored.column_names))
     table = pa.table({
@@ -72,7 +73,7 @@ def audit_trail(scored: Dataset, picks: list[int], positions: np.ndarray, failed
         "source_row": pool.column("source_row").combine_chunks().cast(pa.int64()) if "source_row" in
         pool.column_names else pa.nulls(n, pa.int64()),
         "rank": pa.array(rank, mask=rank < 0),
-        "reason": pa.array(reason, pa.string()),
+        "reason": pa.DictionaryArray.from_arrays(pa.array(code, mask=code < 0), pa.array(reasons)).cast(pa.string()),
         "detail": pa.array(detail, pa.string()),
     })
     return pa.concat_tables([table, skipped_rows(skipped)])

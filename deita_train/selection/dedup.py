@@ -1,4 +1,4 @@
-"""`dedup`: Magpie's embedding near-duplicate rule (Xu et al., arXiv 2406.08464), METHODS.md section 5.
+"""`dedup`: Magpie's embedding near-duplicate rule (Xu et al., arXiv 2406.08464), docs/methods.md, Magpie synthesis.
 
 Over L2-normalized embeddings (optional), with squared L2 distances:
 - `min_neighbor_distance`: distance to the nearest *other* row;

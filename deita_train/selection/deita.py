@@ -1,4 +1,4 @@
-"""`deita`: score-first, diversity-aware selection (Deita's Repr Filter), METHODS.md section 3.
+"""`deita`: score-first, diversity-aware selection (Deita's Repr Filter), docs/methods.md, Repr Filter.
 
 ```
 s_i   = score expression per row (default sum_t complexity_t * quality_t)

@@ -1,4 +1,4 @@
-"""`facility_location`: Superfiltering-D, METHODS.md section 4 (Li et al., ACL 2024).
+"""`facility_location`: Superfiltering-D, docs/methods.md, IFD (Li et al., ACL 2024).
 
 1. keep rows whose IFD is strictly below `below` (default 1.0; NaN dropped), take the top `preselect`
    fraction of the *whole pool* by IFD, descending;

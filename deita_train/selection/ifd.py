@@ -1,4 +1,4 @@
-"""`superfilter` and `cherry`: selection by IFD (instruction-following difficulty), METHODS.md section 4.
+"""`superfilter` and `cherry`: selection by IFD (instruction-following difficulty), docs/methods.md, IFD.
 
 - Superfiltering (Li et al., ACL 2024): keep `ifd < 1` (strict; NaN dropped), sort descending, take the
   top k, given as a count (`budget`) or as a `fraction` of the *whole pool* (including unscored rows).

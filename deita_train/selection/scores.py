@@ -2,7 +2,7 @@
 
 A score is an expression over columns (see `expressions/`): a bare column name, or e.g.
 `complexity * quality`. A per-turn list result is summed over turns (Deita's `sum_t c_t * q_t`,
-METHODS.md section 2); a null in a referenced column gives NaN, which strategies treat as unscored.
+docs/methods.md, Deita scorers); a null in a referenced column gives NaN, which strategies treat as unscored.
 Both are computed on Arrow columns for every row at once.
 """
 

@@ -1,5 +1,5 @@
 """The `synth:` section's config classes (no torch, no transformers): what Magpie generates, with which model and
-backend, how it tags, deduplicates, filters and pairs the result (METHODS.md section 5)."""
+backend, how it tags, deduplicates, filters and pairs the result (docs/methods.md, Magpie synthesis)."""
 
 from __future__ import annotations
 
@@ -185,8 +185,8 @@ class PairsConfig(SamplingConfig):
 
 @dataclass
 class SynthConfig:
-    """`synth:` — Magpie (METHODS.md section 5): instructions sampled from an aligned model's pre-query template,
-    answered through its chat template, optionally for several turns; then tags, repetition, filters (the
+    """`synth:` — Magpie (docs/methods.md, Magpie synthesis): instructions sampled from an aligned model's pre-query
+    template, answered through its chat template, optionally for several turns; then tags, repetition, filters (the
     selection stage's filter language) and DPO pairs. Output: `synth/` under `output_dir`, a `datasets` dataset
     with `messages` and per-row provenance that `pool`, `score`, `select`, `sft` and `dpo` read as it is."""
 

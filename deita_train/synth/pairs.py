@@ -1,4 +1,4 @@
-"""DPO pairs from several sampled responses per instruction (METHODS.md section 5), and reward scoring of
+"""DPO pairs from several sampled responses per instruction (docs/methods.md, Magpie synthesis), and reward scoring of
 (instruction, response) pairs with the `reward` scorer (also the `reward` tag).
 
 Chosen is the response with the highest reward, rejected the one with the lowest; ties at either end go to the first

@@ -1,6 +1,6 @@
-"""Repeated instructions (METHODS.md section 5): sentence embeddings as unit vectors, then the selection stage's
-exact kNN (`selection.dedup.neighbor_stats`: FAISS on the CPU, torch on a GPU) with Magpie's rule: an instruction
-repeats another within squared L2 distance `radius`, and is a duplicate when an earlier one does."""
+"""Repeated instructions (docs/methods.md, Magpie synthesis): sentence embeddings as unit vectors, then the selection
+stage's exact kNN (`selection.dedup.neighbor_stats`: FAISS on the CPU, torch on a GPU) with Magpie's rule: an
+instruction repeats another within squared L2 distance `radius`, and is a duplicate when an earlier one does."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ class ModelPhase(Phase):
 
 
 class JudgePhase(ModelPhase):
-    """Difficulty, input quality and task category from an LLM judge's JSON answers (METHODS.md section 5)."""
+    """Difficulty, input quality and task category from an LLM judge's JSON answers (docs/methods.md)."""
 
     name = "judge"
 

@@ -1,4 +1,4 @@
-"""LLM-judge tags on an instruction (METHODS.md section 5): difficulty, input quality and task category.
+"""LLM-judge tags on an instruction (docs/methods.md, Magpie synthesis): difficulty, input quality and task category.
 
 Each tag has one prompt in the spirit of Magpie's tagging prompts, asking for a JSON object with fixed keys. The
 prompt goes through the judge's chat template (a user turn, `add_generation_prompt=True`) and the assistant turn is

@@ -1,4 +1,4 @@
-"""Magpie's pre-query templates and end-of-turn stops (METHODS.md section 5).
+"""Magpie's pre-query templates and end-of-turn stops (docs/methods.md, Magpie synthesis).
 
 A pre-query template is an aligned model's chat prefix for a user turn with no content: sampled from, the model
 writes a user's instruction. It is derived from the tokenizer's chat template (a user turn whose content is a

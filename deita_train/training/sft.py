@@ -16,7 +16,7 @@ from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config, save_adapter
 from deita_train.training.preconditions import liger_problems, packing_problems
 
-# Defaults where deita-train differs from TRL: Deita-7B trains on assistant tokens only (METHODS.md 6).
+# Defaults where deita-train differs from TRL: Deita-7B trains on assistant tokens only (docs/methods.md 6).
 SFT_DEFAULTS = {"assistant_only_loss": True, "report_to": "none"}
 
 
