@@ -56,6 +56,7 @@ class Scorer(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[ScorerConfig]] = ScorerConfig
     per_turn: ClassVar[bool] = False  # one float per assistant turn
+    fields: ClassVar[tuple[str, ...]] = ()  # pool fields `score_batch` reads besides `id` and `messages`
 
     def __init__(self, config: ScorerConfig, context: ScoringContext) -> None:
         self.config = config

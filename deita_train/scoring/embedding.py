@@ -32,6 +32,7 @@ class EmbeddingScorer(Scorer):
     """A vector per sample from a causal LM (Vicuna rendering) or a sentence-transformers encoder."""
 
     config_class = EmbeddingScorerConfig
+    fields = ("instruction", "input", "output")  # the sentence-transformers text of Alpaca records
 
     def models(self) -> list[str]:
         return [lm.model_name(self.config, self.context)]

@@ -148,10 +148,11 @@ def run_shards(scorer: Scorer, column: str, pool: Dataset, todo: list[Shard], st
     if not todo:
         return
     progress = tqdm(total=sum(len(s.positions) for s in todo), desc=f"score {column}", disable=not show_progress)
+    read = [name for name in ("id", "messages", *scorer.fields) if name in pool.column_names]
     scorer.load()
     try:
         for shard in todo:
-            batch = pool.select(shard.positions).to_list()
+            batch = pool.select(shard.positions).select_columns(read).to_list()
             try:
                 scores = scorer.score_batch(batch)
             except Exception as error:

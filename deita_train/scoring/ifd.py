@@ -137,6 +137,7 @@ class TurnLossScorer(Scorer):
 
     config_class = TurnLossConfig
     per_turn = True
+    fields = ("instruction", "input")  # Alpaca records' own prompt (`turn_texts`)
     sync_batches: Callable[[int], int] | None = None  # see `lm.token_losses`; set by `use` under ZeRO-3
 
     def models(self) -> list[str]:

@@ -26,9 +26,17 @@ class LengthScorer(Scorer):
 
         self.tokenizer = load_tokenizer(self.models()[0], trust_remote_code=self.config.trust_remote_code)
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text, no special tokens added: with a fast tokenizer, its Rust encoder's `encode_batch_fast`
+        (no offsets, no conversion to Python lists of ids: the same ids, several times faster)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [len(encoding.ids) for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
+
     def score_batch(self, batch: list[Record]) -> list[Score]:
         texts = [text for record in batch for turn in turns(record["messages"]) for text in (turn.user, turn.assistant)]
-        counts = iter(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+        counts = iter(self.token_counts(texts))
         return [
             Score(value=[float(next(counts) + next(counts)) for _ in turns(record["messages"])])
             for record in batch

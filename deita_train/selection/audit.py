@@ -6,6 +6,7 @@ selected), `reason` and `detail` (null when selected):
 
 - `decontaminated`: the eval set, the matched n-gram (or prompt) and the overlap (or similarity);
 - `filtered`: the first filter the row failed (`select.filters.<i>: <text>`);
+- `not_in_mix`: the row's source (`select.mix.by`) has no share in `select.mix`;
 - `unscored`: the first column the strategy reads that is null there, with the row's `<column>_reason`; or NaN;
 - a strategy removal (`rejected_by_diversity`, `duplicates`, `score_cut`, `not_preselected`): the strategy's note
   (the nearest selected id and the similarity, the earlier duplicate, the failing score);
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset
 
@@ -73,7 +75,7 @@ def audit_trail(scored: Dataset, picks: list[int], positions: np.ndarray, failed
         "source_row": pool.column("source_row").combine_chunks().cast(pa.int64()) if "source_row" in
         pool.column_names else pa.nulls(n, pa.int64()),
         "rank": pa.array(rank, mask=rank < 0),
-        "reason": pa.DictionaryArray.from_arrays(pa.array(code, mask=code < 0), pa.array(reasons)).cast(pa.string()),
+        "reason": pa.DictionaryArray.from_arrays(pa.array(code, mask=code < 0), pa.array(reasons)),
         "detail": pa.array(detail, pa.string()),
     })
     return pa.concat_tables([table, skipped_rows(skipped)])
@@ -103,20 +105,22 @@ def skipped_rows(skipped: list[dict[str, Any]]) -> pa.Table:
         "source_file": pa.array([item["path"] for item in skipped], pa.string()),
         "source_row": pa.nulls(len(skipped), pa.int64()),
         "rank": pa.nulls(len(skipped), pa.int64()),
-        "reason": pa.array(["skipped"] * len(skipped), pa.string()),
+        "reason": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(skipped), np.int8)), pa.array(["skipped"])),
         "detail": pa.array([f"{item['where']}: {item['problem']}" for item in skipped], pa.string()),
     })
 
 
 def check_against_funnel(audit: pa.Table, funnel: dict[str, Any], skipped: int) -> None:
     """Each reason's count must equal the funnel's; anything else is a bug in the audit or the funnel."""
-    counts = dict(zip(*np.unique(np.asarray(audit.column("reason").fill_null("selected").to_pylist(), dtype=object),
-                                 return_counts=True), strict=True))
+    reasons = audit.column("reason").combine_chunks()
+    counts = {item["values"]: item["counts"] for item in pc.value_counts(reasons).to_pylist() if item["values"]}
+    counts["selected"] = reasons.null_count
     expected = {"selected": funnel["selected"], "filtered": funnel["filtered"]["rows"],
                 "unscored": funnel["unscored"]["rows"], "beyond_budget": funnel["beyond_budget"], "skipped": skipped}
     if "decontaminated" in funnel:
         expected["decontaminated"] = funnel["decontaminated"]["rows"]
-    fixed = {"pool", "decontaminated", "filtered", "unscored", "beyond_budget", "selected", "budget", "shortfall"}
+    fixed = {"pool", "decontaminated", "filtered", "unscored", "beyond_budget", "selected", "budget", "shortfall",
+             "mix"}
     expected |= {name: value for name, value in funnel.items() if name not in fixed}
     expected = {name: count for name, count in expected.items() if count}
     if {name: int(count) for name, count in counts.items()} != expected:

@@ -55,8 +55,9 @@ def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     owner = np.searchsorted(starts, rows, side="right") - 1
     order = np.argsort(owner, kind="stable")
     grouped_rows, grouped_owner = rows[order], owner[order]
-    parts = [batches[chunk].take(pa.array(grouped_rows[grouped_owner == chunk] - starts[chunk]))
-             for chunk in np.unique(grouped_owner)]
+    bounds = np.searchsorted(grouped_owner, np.arange(len(batches) + 1))  # each chunk's run in the sorted rows
+    parts = [batches[chunk].take(pa.array(grouped_rows[bounds[chunk]:bounds[chunk + 1]] - starts[chunk]))
+             for chunk in np.flatnonzero(np.diff(bounds))]
     gathered = pa.Table.from_batches(parts, schema=table.schema)
     if np.array_equal(order, np.arange(len(rows))):
         return gathered
