@@ -30,7 +30,7 @@ from datasets import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from deita_train.online.config import OnlineConfig
-from deita_train.online.rescoring import ScoreTable, score_share, select_round, slice_positions
+from deita_train.online.rescoring import ScoreTable, round_shares, score_share, select_round, slice_positions
 from deita_train.online.rounds import drop_rounds_after, finished_rounds, read_scores, read_selected, write_round
 from deita_train.online.sampler import OnlineSampler, Round
 from deita_train.processes import on_main_process
@@ -54,6 +54,7 @@ class OnlineSelectionCallback(TrainerCallback):
         self.table = ScoreTable.empty(len(candidates))  # kept up to date on the main process only
         self.last: int | None = None  # index of the last round in effect
         self.previous: list[int] | None = None  # its selected positions
+        self.shares = None if config.select.mix is None else dict(config.select.mix.shares)  # the last round's
         self.steps_per_epoch = 1
 
     @property
@@ -81,6 +82,7 @@ class OnlineSelectionCallback(TrainerCallback):
             self.last, self.previous = rounds[-1].index, rounds[-1].positions
             if PartialState().is_main_process:
                 self.table = ScoreTable.from_dataset(read_scores(self.root, self.last), self.config.score_column)
+                self.shares = finished_rounds(self.root)[-1].get("mix", self.shares)
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         epoch = state.global_step // self.steps_per_epoch
@@ -132,7 +134,12 @@ class OnlineSelectionCallback(TrainerCallback):
         positions = [p for _, share, _ in parts for p in share]
         reasons = self.table.update(positions, [s for _, _, scores in parts for s in scores], index)
         started = time.perf_counter()
-        picks, details = select_round(self.candidates, self.table, self.config, self.trainer.args.seed + index)
+        mix = {}
+        if self.shares is not None:
+            self.shares, means = round_shares(self.config, self.candidates, self.table, self.shares, self.last is None)
+            mix = {"mix": self.shares, "mix_scores": means}
+        picks, details = select_round(self.candidates, self.table, self.config, self.trainer.args.seed + index,
+                                      self.shares)
         summary = {
             "round": index,
             "trigger": self.config.every,
@@ -153,6 +160,8 @@ class OnlineSelectionCallback(TrainerCallback):
             },
             "filters": details["filters"],
             "scores": details["scores"],
+            **mix,
+            **({"mix_selected": details["mix"]} if "mix" in details else {}),
             "seconds": {"score": round(scoring, 3), "select": round(time.perf_counter() - started, 3)},
         }
         return [picks, (epoch, offset), summary]
@@ -174,4 +183,4 @@ def metrics(summary: dict[str, Any]) -> dict[str, float]:
         if scores[part]["count"]:
             values[f"online/{part}_score_mean"] = scores[part]["mean"]
             values[f"online/{part}_score_std"] = scores[part]["std"]
-    return values
+    return values | {f"online/mix/{source}": share for source, share in summary.get("mix", {}).items()}

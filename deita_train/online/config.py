@@ -32,6 +32,15 @@ class OnlineConfig:
     filters and score expressions see the candidates' columns (offline scores included) beside `score_column`.
     Slices are drawn with (seed, k); a strategy that draws (`random`) gets seed + k.
 
+    > Source mixing
+
+    With `select.mix`, the strategy runs within each source's share of the budget (selection/mix.py). `mix:
+    adaptive` moves the shares between rounds as DoReMi (Xie et al., 2023) moves domain weights: from round 1 on,
+    with m_s the mean online score of every scored turn of source s (higher: less learned, for loss, ppl and
+    IFD) and m the mean of the m_s, w_s <- w_s x exp(mix_step x (m_s - m)), renormalized, then
+    (1 - mix_smoothing) x w + mix_smoothing / S over the S sources; a source with no scored row keeps its weight
+    before renormalizing. Each round records its shares in `round.json` (`mix`), read back on resume.
+
     > RHO-LOSS (Mindermann et al., 2022)
 
     Score the candidates offline with `loss` under the irreducible-loss model (a small model trained on held-out
@@ -40,7 +49,9 @@ class OnlineConfig:
     reference_loss}`: each turn's training loss minus its irreducible loss, summed over turns, highest first.
     """
 
-    select: Any = field(metadata={"help": "A `select:` block (strategy, filters, options); `budget` is required."})
+    select: Any = field(
+        metadata={"help": "A `select:` block (strategy, filters, mix, options); `budget` is required."}
+    )
     every: Literal["epoch", "steps"] = field(
         default="epoch", metadata={"help": "`epoch`: a round opens each epoch; `steps`: every `every_steps` steps."}
     )
@@ -60,6 +71,14 @@ class OnlineConfig:
                   "it replaces a candidate column of the same name."},
     )
 
+    mix: Literal["fixed", "adaptive"] = field(default="fixed", metadata={"help": (
+        "With `select.mix`: `fixed` keeps its shares; `adaptive` moves them each round toward the sources the "
+        "model has learned least (the highest mean online score)")})
+    mix_step: float = field(default=1.0, metadata={"help": "Step size (eta) of the adaptive update, above 0."})
+    mix_smoothing: float = field(
+        default=1e-3, metadata={"help": "Weight of the uniform mix blended into the adaptive shares, in [0, 1]."}
+    )
+
     def problems(self) -> list[str]:
         """What is out of range or contradictory in the options, each message naming its key."""
         problems = at_least_one(self, "online", ("every_steps",)) + in_unit_interval(self.pool_fraction,
@@ -68,4 +87,11 @@ class OnlineConfig:
             problems.append("online.every_steps: required with `every: steps`")
         if self.every == "epoch" and self.every_steps is not None:
             problems.append("online.every_steps: only read with `every: steps`; set that or remove every_steps")
+        if self.mix == "adaptive" and self.select.mix is None:
+            problems.append("online.mix: `adaptive` moves the shares of online.select.mix: set online.select.mix "
+                            "(by, shares) or use `mix: fixed`")
+        if not self.mix_step > 0:
+            problems.append(f"online.mix_step: must be above 0, got {self.mix_step}")
+        if not 0 <= self.mix_smoothing <= 1:
+            problems.append(f"online.mix_smoothing: must be in [0, 1], got {self.mix_smoothing}")
         return problems

@@ -6,7 +6,8 @@ scores are gathered onto every process (`accelerate.utils.gather_object`). Under
 module call gathers that module's parameters from all processes, so all processes must make the same calls
 in the same order: each calls `score_batch` once, even with an empty share, and `lm.token_losses` pads the
 smaller shares with dummy decoder passes and empty LM-head calls up to the largest counts (`sync_batches`).
-Selection runs on the main process. FSDP is not supported (the trainer refuses it).
+Selection runs on the main process. FSDP is not supported (the trainer refuses it). With `online.select.mix`,
+`round_shares` gives each round's shares (moved with `mix: adaptive`: `adapted_shares`, see OnlineConfig).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from accelerate.utils import gather_object
 from datasets import Dataset
 from peft import PeftModel
@@ -27,9 +29,9 @@ from deita_train.online.config import OnlineConfig
 from deita_train.scoring.base import Score, ScoringContext
 from deita_train.scoring.engine import value_array
 from deita_train.scoring.scorers import SCORERS
+from deita_train.selection.mix import MixedStrategy, build_strategy, source_index
 from deita_train.selection.runner import choose
 from deita_train.selection.scores import sample_scores
-from deita_train.selection.strategies import STRATEGIES
 
 
 def slice_positions(size: int, fraction: float, seed: int, round_index: int) -> np.ndarray:
@@ -99,8 +101,10 @@ class ScoreTable:
         return pa.table(columns | {"scored_round": pa.array(self.scored_round, pa.int64())})
 
 
-def select_round(candidates: Dataset, table: ScoreTable, config: OnlineConfig, seed: int) -> tuple[list[int], dict]:
-    """Rows of `candidates` chosen by `config.select` among the rows with a score, and the step counts.
+def select_round(candidates: Dataset, table: ScoreTable, config: OnlineConfig, seed: int,
+                 shares: dict[str, float] | None = None) -> tuple[list[int], dict]:
+    """Rows of `candidates` chosen by `config.select` (within `shares`, which replace `select.mix`'s) among the rows
+    with a score, and the step counts (with a mix, `mix`: the rows selected per source).
 
     The strategy sees the candidates' own columns plus the online score as `config.score_column`.
     """
@@ -110,17 +114,55 @@ def select_round(candidates: Dataset, table: ScoreTable, config: OnlineConfig, s
     column = config.score_column
     view = candidates.remove_columns([c for c in candidates.column_names if c == column])
     view = view.add_column(column, [table.values[i] for i in range(len(candidates))]).select(scored)
-    strategy = STRATEGIES.get(config.select.strategy, "online.select.strategy")(config.select.options, seed)
+    strategy = build_strategy(config.select, seed, "online.select", shares)
     seconds: dict[str, float] = {}
     choice = choose(view, config.select, strategy, seconds)
     picks, passed, filter_steps = choice.picks, choice.positions, choice.filter_steps
     totals = sample_scores(view.select_columns([column]), column, "online.score_column")
-    return [scored[p] for p in picks], {
+    details = {
         "filters": filter_steps,
         "filtered": len(passed),
         "scores": {"scored": describe(totals), "selected": describe(totals[picks])},
         "seconds": seconds,
     }
+    if isinstance(strategy, MixedStrategy):
+        details["mix"] = {name: source["selected"] for name, source in strategy.sources.items()}
+    return [scored[p] for p in picks], details
+
+
+def source_means(candidates: Dataset, table: ScoreTable, by: str, names: list[str]) -> np.ndarray:
+    """Per source of `names` (the candidates' `by` values), the mean online score of every scored turn of its rows;
+    NaN for a source with none."""
+    values = value_array(table.values, per_turn=True)
+    turns = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+    owner = source_index(candidates, by, names, "online.select")[pc.list_parent_indices(values).to_numpy()]
+    kept = (owner >= 0) & np.isfinite(turns)
+    totals = np.bincount(owner[kept], weights=turns[kept], minlength=len(names))
+    counts = np.bincount(owner[kept], minlength=len(names))
+    return np.divide(totals, counts, out=np.full(len(names), np.nan), where=counts > 0)
+
+
+def adapted_shares(shares: np.ndarray, means: np.ndarray, step: float, smoothing: float) -> np.ndarray:
+    """DoReMi's update of `shares` by per-source `means` (OnlineConfig): exponentiated gradient on the gap to the
+    mean over sources (0 where a mean is NaN), renormalized, blended with the uniform mix by `smoothing`."""
+    known = ~np.isnan(means)
+    gap = np.where(known, means - (means[known].mean() if known.any() else 0.0), 0.0)
+    logits = np.log(shares) + step * gap
+    weights = np.exp(logits - logits.max())
+    return (1 - smoothing) * weights / weights.sum() + smoothing / len(shares)
+
+
+def round_shares(config: OnlineConfig, candidates: Dataset, table: ScoreTable, shares: dict[str, float],
+                 first: bool) -> tuple[dict[str, float], dict[str, float | None]]:
+    """A round's shares and the per-source mean online scores: `shares` (the last round's) as they are in the first
+    round or with `mix: fixed`, else moved by the means (`adapted_shares`)."""
+    names = list(shares)
+    means = source_means(candidates, table, config.select.mix.by, names)
+    if config.mix == "adaptive" and not first:
+        moved = adapted_shares(np.array([shares[name] for name in names]), means, config.mix_step,
+                               config.mix_smoothing)
+        shares = dict(zip(names, moved.tolist(), strict=True))
+    return shares, {name: None if np.isnan(mean) else float(mean) for name, mean in zip(names, means, strict=True)}
 
 
 def describe(values: np.ndarray) -> dict[str, float | int]:

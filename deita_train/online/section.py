@@ -10,7 +10,7 @@ from deita_train.online.config import ONLINE_SCORERS, OnlineConfig
 from deita_train.recipe.sections import Section
 from deita_train.recipe.strict import build
 from deita_train.scoring.section import parse_scorer
-from deita_train.selection.section import expression_problems, parse_select, select_columns
+from deita_train.selection.section import expression_problems, mix_problems, parse_select, select_columns
 
 
 def parse_online(raw: Any, problems: list[str]) -> OnlineConfig | None:
@@ -36,6 +36,7 @@ def online_problems(config: OnlineConfig, recipe: Any) -> list[str]:
     elif config.scorer.model is not None:
         problems.append("online.scorer.model: the online scorer runs the model being trained; remove `model`")
     problems += config.scorer.problems("online.scorer") + config.select.options.problems("online.select")
+    problems += mix_problems(config.select, "online.select", recipe)
     if config.select.options.budget is None:
         problems.append("online.select.budget: required, at least 1: the rows each epoch trains on")
     offline = recipe.select.options.budget if recipe.select else None

@@ -170,6 +170,13 @@ def selection(outputs: RunOutputs) -> Section | None:
     found = {k: v for k, v in summary.get("found", {}).items() if not isinstance(v, (list, dict))}
     if found:
         section.table(["the strategy found", ""], [[k, v] for k, v in found.items()])
+    mix = funnel.get("mix")
+    if mix:
+        section.text(f"Source mix by {mix['by']!r} (shortfall: {mix['on_shortfall']}): each source's share of the "
+                     "budget, and what its rows gave.")
+        section.table(["source", "share", "candidates", "budget", "received", "selected", "shortfall"],
+                      [[name, s["share"], s["candidates"], s["budget"], s["received"], s["selected"], s["shortfall"]]
+                       for name, s in mix["sources"].items()])
     decontamination = summary.get("decontamination")
     if decontamination:
         section.text(f"Decontamination ({decontamination['ngram']}-grams): rows removed per eval set, then the first "
@@ -183,11 +190,14 @@ def selection(outputs: RunOutputs) -> Section | None:
 
 def funnel_removals(funnel: dict[str, Any]) -> list[tuple[str, int]]:
     """Each step of the funnel that removes rows, in order, with the rows it removed."""
-    fixed = {"pool", "filtered", "unscored", "beyond_budget", "selected", "budget", "shortfall", "decontaminated"}
+    fixed = {"pool", "filtered", "unscored", "beyond_budget", "selected", "budget", "shortfall", "decontaminated",
+             "not_in_mix", "mix"}
     removals = []
     if "decontaminated" in funnel:
         removals.append(("decontaminated", funnel["decontaminated"]["rows"]))
     removals += [(f"filter {f['filter']!r}", f["removed"]) for f in funnel["filtered"]["by_filter"]]
+    if "not_in_mix" in funnel:
+        removals.append(("not in mix", funnel["not_in_mix"]))
     removals.append(("unscored", funnel["unscored"]["rows"]))
     removals += [(name.replace("_", " "), value) for name, value in funnel.items()
                  if name not in fixed and isinstance(value, int)]

@@ -99,13 +99,43 @@ class DecontaminateConfig:
 
 
 @dataclass
+class MixConfig:
+    """`select.mix`: per-source shares of the budget; the strategy runs within each source's share (see mix.py)."""
+
+    shares: dict[str, float] = field(
+        metadata={"help": "Source (a value of `by`) -> its share of the budget; each above 0, summing to 1."}
+    )
+    by: str = field(
+        default="source_file", metadata={"help": "Column naming a row's source (any string column)."}
+    )
+    shortfall: Literal["redistribute", "refuse"] = field(default="redistribute", metadata={"help": (
+        "A source with fewer selectable rows than its share: `redistribute` the rows it lacks to the other "
+        "sources by their shares; `refuse`: stop with an error naming it")})
+
+    def problems(self, key: str) -> list[str]:
+        """Every share a positive number under a string key; the shares summing to 1 (within 1e-6)."""
+        problems = [f"{key}.shares.{name}: a source is a string: quote it" for name in self.shares
+                    if not isinstance(name, str)]
+        problems += [f"{key}.shares.{name}: must be above 0, got {share}" for name, share in self.shares.items()
+                     if not share > 0]
+        total = sum(self.shares.values())
+        if not self.shares:
+            problems.append(f"{key}.shares: give at least one source and its share")
+        elif abs(total - 1) > 1e-6:
+            problems.append(f"{key}.shares: must sum to 1, got {total:.6g}")
+        return problems
+
+
+@dataclass
 class SelectConfig:
-    """`select:` — decontamination and filters, then one strategy with its options."""
+    """`select:` — decontamination and filters, then one strategy with its options (within each source's share,
+    with `mix`)."""
 
     strategy: str
     options: StrategyConfig
     filters: list[str] = field(default_factory=list)
     decontaminate: DecontaminateConfig | None = None
+    mix: MixConfig | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -23,7 +23,7 @@ from datasets import Dataset
 from deita_train.selection.base import Removed, Strategy, register_strategy
 from deita_train.selection.config import DedupConfig
 from deita_train.selection.deita import unit_rows
-from deita_train.selection.scores import embedding_matrix
+from deita_train.selection.scores import arrow_column, embedding_matrix
 
 
 @dataclass
@@ -52,7 +52,7 @@ class DedupStrategy(Strategy):
         stats = neighbor_stats(vectors, self.config)
         rows = np.flatnonzero(valid)
         self.found = {"duplicates": int(stats.duplicate.sum()), "with_repeats": int((stats.repeat_count > 0).sum())}
-        ids = scored.data.column("id").to_numpy() if "id" in scored.column_names else np.arange(len(scored))
+        ids = arrow_column(scored, "id").to_numpy() if "id" in scored.column_names else np.arange(len(scored))
         duplicates = np.flatnonzero(stats.duplicate)
         notes = [f"within {self.config.radius} (squared L2) of the earlier id {ids[rows[stats.earlier[i]]]}"
                  for i in duplicates]

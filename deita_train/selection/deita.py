@@ -26,7 +26,7 @@ from datasets import Dataset
 
 from deita_train.selection.base import Removed, Strategy, register_strategy
 from deita_train.selection.config import DeitaConfig
-from deita_train.selection.scores import embedding_matrix, sample_scores
+from deita_train.selection.scores import arrow_column, embedding_matrix, sample_scores
 
 
 @register_strategy("deita")
@@ -49,7 +49,7 @@ class DeitaStrategy(Strategy):
         reached = ranked[: visited(ranked, picks, self.config.budget)]
         rejected = np.sort(np.setdiff1d(reached, np.asarray(picks, dtype=np.int64)))
         self.found = {"rejected_by_diversity": len(rejected)}
-        ids = scored.data.column("id").to_numpy() if "id" in scored.column_names else np.arange(len(scored))
+        ids = arrow_column(scored, "id").to_numpy() if "id" in scored.column_names else np.arange(len(scored))
         nearest, similarity = nearest_selected(units, rejected, picks, self.config.block_size, device)
         notes = [f"similarity {s:.4f} > {self.config.threshold} to selected id {ids[rows[picks[j]]]}"
                  for j, s in zip(nearest, similarity, strict=True)]

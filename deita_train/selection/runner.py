@@ -9,18 +9,22 @@ the rows each eval set matched, and the first 20 matches: row id, set, the match
 
 The funnel accounts for every pool row once, in the order the steps remove them:
 
-    pool = decontaminated + filtered + unscored + (the strategy's removals) + beyond_budget + selected
+    pool = decontaminated + filtered + not_in_mix + unscored + (the strategy's removals) + beyond_budget + selected
 
 - `decontaminated`: rows whose user turns overlap an eval set's prompts (`select.decontaminate`; see
   decontaminate.py), by set; present only when `select.decontaminate` is set (else 0);
 - `filtered`: rows removed by `select.filters`, each by the first filter it fails (`null`: by a null there);
+- `not_in_mix`: with `select.mix`, rows of a source without a share (mix.py); present only then;
 - `unscored`: rows past the filters that the strategy cannot rank (a null or NaN where it reads), by column
   and reason: a row's `<column>_reason` where the dataset has that column, else `null`;
 - the strategy's removals (`Strategy.removals`): `rejected_by_diversity` (deita: reached in score order,
   too similar to a selected row), `duplicates` (dedup), `score_cut` (threshold, superfilter, cherry,
   facility_location: ranked rows failing the cut), `not_preselected` (facility_location);
 - `beyond_budget`: rows past every step left out because the budget was filled (0 when it was not);
-- `selected`; and `budget` (the rows aimed for; a `fraction` resolved to a count).
+- `selected`; and `budget` (the rows aimed for; a `fraction` resolved to a count);
+- `mix` (with `select.mix`): per source its share, candidates, budget, rows received from short sources,
+  selected and shortfall; `redistributed`; the rows without a share by source (`MixedStrategy.record`).
+  Unscored rows and the strategy's removals are summed over the sources.
 When fewer rows than the budget are selected, `shortfall` = budget - selected and a warning names the causes.
 Each step is logged on one INFO line. No row selected is a `UserError` naming the step that emptied the
 selection, raised before anything is written (an earlier run's `selected/` stays, but its manifest is gone, so
@@ -46,8 +50,8 @@ from deita_train.selection.base import Strategy
 from deita_train.selection.config import SelectConfig
 from deita_train.selection.decontaminate import Contamination, find_contamination
 from deita_train.selection.filters import apply_filters
+from deita_train.selection.mix import MixedStrategy, build_strategy
 from deita_train.selection.scores import arrow_column, arrow_table, take_rows
-from deita_train.selection.strategies import STRATEGIES
 from deita_train.storage import save_dataset, write_json
 
 logger = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ HINTS = {
     "unscored": "check the score columns (`<column>_reason` in scored/ says why a row has no score)",
     "score_cut": "no scored row passes the cut: check the scores",
     "not_preselected": "raise select.preselect",
+    "not_in_mix": "no candidate's source has a share: check select.mix.by and the keys of select.mix.shares",
     "beyond_budget": "the budget is 0 rows: raise select.budget or select.fraction",
 }
 
@@ -77,7 +82,7 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path,
 
     Raises `UserError` when no row is selected, before writing anything (see the module docstring)."""
     seconds: dict[str, float] = {}
-    strategy = STRATEGIES.get(config.strategy, "select.strategy")(config.options, seed)
+    strategy = build_strategy(config, seed)
     contamination = decontaminated(scored, config, seconds)
     choice = choose(scored, config, strategy, seconds, contamination.rows)
     picks, positions, filter_steps = choice.picks, choice.positions, choice.filter_steps
@@ -192,11 +197,13 @@ def build_funnel(scored: Dataset, positions: np.ndarray, filter_steps: list[dict
     funnel: dict[str, Any] = {"pool": len(scored)}
     if contamination.prompts:  # select.decontaminate is set
         funnel["decontaminated"] = {"rows": len(contamination.rows), "by_set": contamination.by_set()}
+    funnel["filtered"] = {"rows": len(scored) - len(contamination.rows) - len(positions),
+                          "by_filter": [{"key": f"select.filters.{i}", "filter": step["filter"],
+                                         "removed": step["failed"] + step["null"], "null": step["null"]}
+                                        for i, step in enumerate(filter_steps)]}
+    if "not_in_mix" in removed:  # select.mix is set: removed before the strategy ranks
+        funnel["not_in_mix"] = removed.pop("not_in_mix")
     funnel |= {
-        "filtered": {"rows": len(scored) - len(contamination.rows) - len(positions),
-                     "by_filter": [{"key": f"select.filters.{i}", "filter": step["filter"],
-                                    "removed": step["failed"] + step["null"], "null": step["null"]}
-                                   for i, step in enumerate(filter_steps)]},
         "unscored": {"rows": int(unranked.sum()),
                      "by_column": unscored_reasons(scored, positions[unranked], strategy)},
         **removed,
@@ -206,6 +213,8 @@ def build_funnel(scored: Dataset, positions: np.ndarray, filter_steps: list[dict
     }
     if strategy.budget is not None and selected < strategy.budget:
         funnel["shortfall"] = strategy.budget - selected
+    if isinstance(strategy, MixedStrategy):
+        funnel["mix"] = strategy.record()
     return funnel
 
 
@@ -249,11 +258,13 @@ def funnel_steps(funnel: dict[str, Any], strategy: Strategy) -> list[Step]:
         null = f" ({record['null']} null)" if record["null"] else ""
         rows.append((record["key"], f"{record['key']} {record['filter']!r} removed {record['removed']}{null}",
                      record["removed"]))
+    if "not_in_mix" in funnel:
+        rows.append(("not_in_mix", f"not in mix {funnel['not_in_mix']}", funnel["not_in_mix"]))
     unscored = funnel["unscored"]
     reasons = "; ".join(f"{column}: " + ", ".join(f"{reason} {n}" for reason, n in counts.items())
                         for column, counts in unscored["by_column"].items())
     rows.append(("unscored", f"unscored {unscored['rows']}" + (f" ({reasons})" if reasons else ""), unscored["rows"]))
-    for name in strategy.removals:
+    for name in (name for name in strategy.removals if name != "not_in_mix"):
         cut = strategy.details().get("cut") if name == "score_cut" else None
         rows.append((name, f"{name.replace('_', ' ')} {funnel[name]}" + (f" (keeps {cut})" if cut else ""),
                      funnel[name]))

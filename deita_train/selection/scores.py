@@ -13,9 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
+from deita_train.data.mapped_pages import arrow_file_mappings, release
 from deita_train.recipe.errors import RecipeError
 from deita_train.registry import did_you_mean
 from deita_train.selection.expressions import NUMBERS, Expression
+
+RELEASE_EVERY = 256  # record batches taken between two hand-backs of the mapped pages
 
 
 def sample_scores(scored: Dataset, expression: str, key: str = "select.score") -> np.ndarray:
@@ -48,7 +51,9 @@ def arrow_table(dataset: Dataset, columns: set[str]) -> pa.Table:
 def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     """`table.take(rows)` chunk by chunk: Arrow's own `take` joins a column's chunks first, which overflows 32-bit
     offsets past 2 GiB of text in a pool of millions of rows. Rows in ascending order (a filter's) stay chunked; any
-    other order is restored with one `take` over the (small) gathered rows."""
+    other order is restored with one `take` over the (small) gathered rows. Every `RELEASE_EVERY` chunks the
+    memory-mapped pages read so far are handed back (`data/mapped_pages.py`), so random rows of a big pool do not
+    pile up in the process's resident memory."""
     rows = np.asarray(rows, dtype=np.int64)  # an indices table holds uint64: mixed with int64, numpy gives floats
     batches = table.to_batches()
     starts = np.cumsum([0] + [batch.num_rows for batch in batches])
@@ -56,8 +61,11 @@ def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     order = np.argsort(owner, kind="stable")
     grouped_rows, grouped_owner = rows[order], owner[order]
     bounds = np.searchsorted(grouped_owner, np.arange(len(batches) + 1))  # each chunk's run in the sorted rows
-    parts = [batches[chunk].take(pa.array(grouped_rows[bounds[chunk]:bounds[chunk + 1]] - starts[chunk]))
-             for chunk in np.flatnonzero(np.diff(bounds))]
+    mappings, parts = arrow_file_mappings(), []
+    for count, chunk in enumerate(np.flatnonzero(np.diff(bounds)), start=1):
+        parts.append(batches[chunk].take(pa.array(grouped_rows[bounds[chunk]:bounds[chunk + 1]] - starts[chunk])))
+        if count % RELEASE_EVERY == 0:  # the rows taken are copies: hand the mapped pages read so far back
+            release(mappings)
     gathered = pa.Table.from_batches(parts, schema=table.schema)
     if np.array_equal(order, np.arange(len(rows))):
         return gathered

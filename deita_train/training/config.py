@@ -64,16 +64,19 @@ class EvalData:
 
 @dataclass
 class SFTStage(EvalData):
-    """`sft:` — TRL `SFTConfig` fields, passed straight to `SFTConfig(**args)`, and the stage's eval data."""
+    """`sft:` — TRL `SFTConfig` fields, passed straight to `SFTConfig(**args)`, the stage's eval data, and the
+    per-sample loss weight."""
 
     args: dict[str, Any] = field(default_factory=dict)
+    sample_weight: str | None = None  # expression over the train row's columns: its loss weight (weights.py)
 
 
 @dataclass
 class DPOStage(EvalData):
-    """`dpo:` — a preference `dataset`, its eval data, and TRL `DPOConfig` fields."""
+    """`dpo:` — a preference `dataset`, its eval data, TRL `DPOConfig` fields, and the per-pair loss weight."""
 
     dataset: list[SourceConfig] = field(default_factory=list)
     model: str | None = None  # start from this model instead of the sft output / the recipe's model
     trust_remote_code: bool = False  # run code shipped with `model` (never inherited from `model:`)
     args: dict[str, Any] = field(default_factory=dict)
+    sample_weight: str | None = None  # expression over the pair's columns: its loss weight (weights.py)

@@ -13,6 +13,7 @@ from deita_train.training.config import DPOStage, ModelConfig, PeftSection
 from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config
 from deita_train.training.sft import finish, refuse_unmet, split_resume
+from deita_train.training.weights import weighted
 
 DPO_DEFAULTS = {"report_to": "none"}
 
@@ -28,19 +29,23 @@ def train_dpo(
     peft: PeftSection | None = None,
     eval_dataset: Dataset | None = None,
 ) -> DPOTrainer:
-    """Train `start_from` (the SFT output, or a model) with DPO; TRL makes the frozen reference copy."""
+    """Train `start_from` (the SFT output, or a model) with DPO; TRL makes the frozen reference copy. With
+    `stage.sample_weight` the pairs' weights are computed (and checked) first."""
     fields, resume = split_resume(DPO_DEFAULTS | stage.args)
+    columns = ["prompt", "chosen", "rejected"]
+    train, trainer_class = preferences.select_columns(columns), DPOTrainer
+    if stage.sample_weight is not None:
+        train, trainer_class = weighted(train, preferences, "dpo", stage.sample_weight, fields, trainer_class)
     args = DPOConfig(output_dir=str(output_dir), seed=seed, **fields)
     tokenizer = load_tokenizer(start_from, model_config.trust_remote_code)
     if not tokenizer.chat_template or model_config.chat_template != "model":
         tokenizer = apply_chat_template(tokenizer, model_config.chat_template)
     model = load_causal_lm(model_config, start_from, quantization_config(peft) if peft else None)
     refuse_unmet("dpo", fields, model)
-    columns = ["prompt", "chosen", "rejected"]
-    trainer = DPOTrainer(
+    trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=preferences.select_columns(columns),
+        train_dataset=train,
         eval_dataset=eval_dataset.select_columns(columns) if eval_dataset is not None else None,
         processing_class=tokenizer,
         callbacks=callbacks,

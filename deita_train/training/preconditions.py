@@ -44,3 +44,28 @@ def eval_problems(section: str, args: dict[str, Any], has_eval_data: bool) -> li
         return []
     return [f"{section}.eval_strategy: is {strategy}, but the {section} stage has no eval data: set "
             f"{section}.eval_dataset (sources) or {section}.eval_split (a fraction or a row count)"]
+
+
+# DPO loss types whose loss is not a sum of per-pair terms, so a pair's weight has nothing of its own to scale.
+UNPAIRED_DPO_LOSSES = {"aot": "sorts log-ratios across the batch", "aot_unpaired": "sorts log-ratios across the batch",
+                       "sft": "one token mean over the batch"}
+
+
+def sample_weight_problems(section: str, args: dict[str, Any]) -> list[str]:
+    """`sample_weight` scales the per-token log-probabilities of TRL's default losses (training/weights.py): what
+    bypasses them, or drops the weight column, cannot be weighted."""
+    key = f"{section}.sample_weight"
+    if section == "sft":
+        problems = [f"{key}: not with sft.packing: TRL packs only input_ids and labels, so rows lose their weight; "
+                    "remove one"] if args.get("packing") else []
+        if args.get("loss_type", "nll") != "nll":
+            problems.append(f"{key}: weights TRL's nll loss, not loss_type {args['loss_type']}; remove one")
+        if args.get("label_smoothing_factor", 0) > 0:
+            problems.append(f"{key}: not with label_smoothing_factor (TRL computes that loss from the full logits, "
+                            "not the per-token log-probabilities it weights); remove one")
+        return problems
+    loss_types = args.get("loss_type", ["sigmoid"])
+    return [f"{key}: weights each pair's loss, but loss_type {name} is no per-pair loss ({why}); use a per-pair "
+            "loss (sigmoid, TRL's default) or remove dpo.sample_weight"
+            for name in ([loss_types] if isinstance(loss_types, str) else loss_types)
+            if (why := UNPAIRED_DPO_LOSSES.get(name))]

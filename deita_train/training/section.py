@@ -8,19 +8,30 @@ import typing
 from typing import Any
 
 from deita_train.data.section import parse_sources, sources_problems
+from deita_train.recipe.errors import RecipeError
 from deita_train.recipe.sections import Section
 from deita_train.recipe.strict import build, convert
 from deita_train.registry import did_you_mean
+from deita_train.selection.expressions import Expression
+from deita_train.selection.section import select_columns
 from deita_train.training.config import DPOStage, ModelConfig, PeftSection, SFTStage
 from deita_train.training.locations import model_location_problem
-from deita_train.training.preconditions import eval_problems, liger_problems, packing_problems
+from deita_train.training.preconditions import (
+    eval_problems,
+    liger_problems,
+    packing_problems,
+    sample_weight_problems,
+)
 
 # Keys of the TRL configs that the recipe sets itself.
 RESERVED_TRAINER_KEYS = {"output_dir": "set from the recipe's output_dir (<output_dir>/sft or /dpo)"}
 # TrainingArguments types it `str | None`, but Trainer.train takes True (the last checkpoint in output_dir).
 TRAINER_KEY_TYPES = {"resume_from_checkpoint": bool | str | None}
 EVAL_KEYS = ("eval_dataset", "eval_split")
-DPO_OWN_KEYS = ("dataset", "model", "trust_remote_code", *EVAL_KEYS)
+SFT_OWN_KEYS = (*EVAL_KEYS, "sample_weight")
+DPO_OWN_KEYS = ("dataset", "model", "trust_remote_code", "sample_weight", *EVAL_KEYS)
+# The columns of a loaded preference row (data/canonical.py, data/combine.py): its other fields are not kept.
+PREFERENCE_COLUMNS = {"id", "prompt", "chosen", "rejected", "source_file", "source_row"}
 
 
 def parse_model(raw: Any, problems: list[str]) -> ModelConfig | None:
@@ -39,16 +50,19 @@ def model_problems(config: ModelConfig, recipe: Any) -> list[str]:
 
 
 def parse_sft(raw: Any, problems: list[str]) -> SFTStage | None:
-    """`sft:` is TRL `SFTConfig` fields plus the stage's eval data."""
+    """`sft:` is TRL `SFTConfig` fields plus the stage's eval data and `sample_weight`."""
     raw = raw or {}
     if not isinstance(raw, dict):
         problems.append(f"sft: expected a mapping of trl.SFTConfig fields, got {raw!r}")
         return None
-    return SFTStage(**parse_eval_data(raw, "sft", problems), args=parse_trainer_args(raw, "sft", EVAL_KEYS, problems))
+    weight = convert(raw.get("sample_weight"), str | None, "sft.sample_weight", problems)
+    args = parse_trainer_args(raw, "sft", SFT_OWN_KEYS, problems)
+    return SFTStage(**parse_eval_data(raw, "sft", problems), args=args, sample_weight=weight)
 
 
 def parse_dpo(raw: Any, problems: list[str]) -> DPOStage | None:
-    """`dpo:` is the preference `dataset`, an optional start `model`, the eval data and TRL `DPOConfig` fields."""
+    """`dpo:` is the preference `dataset`, an optional start `model`, the eval data, `sample_weight` and TRL
+    `DPOConfig` fields."""
     raw = raw or {}
     if not isinstance(raw, dict):
         problems.append(f"dpo: expected a mapping, got {raw!r}")
@@ -58,9 +72,10 @@ def parse_dpo(raw: Any, problems: list[str]) -> DPOStage | None:
     dataset = parse_sources("dpo.dataset")(raw.get("dataset", []), problems)
     model = convert(raw.get("model"), str | None, "dpo.model", problems)
     trust = convert(raw.get("trust_remote_code", False), bool, "dpo.trust_remote_code", problems)
+    weight = convert(raw.get("sample_weight"), str | None, "dpo.sample_weight", problems)
     args = parse_trainer_args(raw, "dpo", DPO_OWN_KEYS, problems)
     return DPOStage(**parse_eval_data(raw, "dpo", problems), dataset=dataset or [], model=model,
-                    trust_remote_code=bool(trust), args=args)
+                    trust_remote_code=bool(trust), args=args, sample_weight=weight)
 
 
 def parse_eval_data(raw: dict[str, Any], section: str, problems: list[str]) -> dict[str, Any]:
@@ -107,10 +122,31 @@ def stage_problems(section: str, stage: SFTStage | DPOStage, recipe: Any) -> lis
             + sources_problems(stage.eval_dataset, f"{section}.eval_dataset"))
 
 
+def weight_problems(section: str, stage: SFTStage | DPOStage, recipe: Any) -> list[str]:
+    """`<section>.sample_weight`: what it cannot weight, the expression compiled, and (when the train rows' columns
+    are known) every name it reads resolved."""
+    if stage.sample_weight is None:
+        return []
+    key = f"{section}.sample_weight"
+    problems = sample_weight_problems(section, stage.args)
+    try:
+        expression = Expression(stage.sample_weight, key)
+    except RecipeError as error:
+        return problems + error.problems
+    if section == "dpo":
+        columns, where = PREFERENCE_COLUMNS, "the columns a loaded preference row keeps"
+    else:
+        columns = select_columns(recipe)
+        where = "the train rows' columns: the pool's fields, read from its first records, and the scorers' columns"
+    missing = sorted(expression.columns - columns) if columns is not None else []
+    return problems + [f"{key}: {stage.sample_weight!r}: no column {name!r}{did_you_mean(name, columns)} ({where})"
+                       for name in missing]
+
+
 def sft_problems(stage: SFTStage, recipe: Any) -> list[str]:
     problems = [] if recipe.model is not None else ["model: required by the sft stage: set model.name_or_path"]
     problems += [] if recipe.pool else ["pool: required by the sft stage: list at least one source"]
-    return problems + stage_problems("sft", stage, recipe)
+    return problems + stage_problems("sft", stage, recipe) + weight_problems("sft", stage, recipe)
 
 
 def dpo_problems(stage: DPOStage, recipe: Any) -> list[str]:
@@ -122,6 +158,7 @@ def dpo_problems(stage: DPOStage, recipe: Any) -> list[str]:
     if stage.trust_remote_code and stage.model is None:
         problems.append("dpo.trust_remote_code: applies to dpo.model only (the sft output and model.name_or_path "
                         "follow model.trust_remote_code); set dpo.model or remove it")
+    problems += weight_problems("dpo", stage, recipe)
     return problems + sources_problems(stage.dataset, "dpo.dataset", recipe) + stage_problems("dpo", stage, recipe)
 
 

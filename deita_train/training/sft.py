@@ -15,6 +15,7 @@ from deita_train.training.config import ModelConfig, PeftSection, SFTStage
 from deita_train.training.models import load_causal_lm, load_tokenizer
 from deita_train.training.peft_setup import lora_config, quantization_config, save_adapter
 from deita_train.training.preconditions import liger_problems, packing_problems
+from deita_train.training.weights import weighted
 
 # Defaults where deita-train differs from TRL: Deita-7B trains on assistant tokens only (docs/methods.md 6).
 SFT_DEFAULTS = {"assistant_only_loss": True, "report_to": "none"}
@@ -40,9 +41,13 @@ def train_sft(
     """Train on the `messages` column of `conversations` (evaluating on `eval_dataset`'s when given); the final
     model and tokenizer go to `output_dir`.
 
-    `trainer_class` builds the trainer from SFTTrainer's arguments (online selection passes its own).
+    `trainer_class` builds the trainer from SFTTrainer's arguments (online selection passes its own). With
+    `stage.sample_weight` the rows' weights are computed (and checked) first, then the trainer weighs its loss by them.
     """
     fields, resume = split_resume(SFT_DEFAULTS | stage.args)
+    train = conversations.select_columns(["messages", "id"])
+    if stage.sample_weight is not None:
+        train, trainer_class = weighted(train, conversations, "sft", stage.sample_weight, fields, trainer_class)
     args = SFTConfig(output_dir=str(output_dir), seed=seed, **fields)
     tokenizer = apply_chat_template(
         load_tokenizer(model_config.name_or_path, model_config.trust_remote_code), model_config.chat_template
@@ -52,7 +57,7 @@ def train_sft(
     trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=conversations.select_columns(["messages", "id"]),
+        train_dataset=train,
         eval_dataset=eval_dataset.select_columns(["messages"]) if eval_dataset is not None else None,
         processing_class=tokenizer,
         callbacks=callbacks,
