@@ -27,6 +27,30 @@ def imported_modules(path) -> set[str]:
     return names
 
 
+def module_imports() -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports, anywhere in its code (function bodies and
+    `if TYPE_CHECKING:` blocks too); `from pkg import sub` counts as importing `pkg.sub`, not `pkg`."""
+    paths = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (REPO / "deita_train").rglob("*.py")}
+    edges = {}
+    for name, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                children = {f"{node.module}.{alias.name}" for alias in node.names} & paths.keys()
+                found |= children | ({node.module} if len(children) < len(node.names) else set())
+        edges[name] = found & paths.keys() - {name}
+    return edges
+
+
+def test_no_two_modules_import_each_other():
+    edges = module_imports()
+    loops = sorted({tuple(sorted((a, b))) for a, found in edges.items() for b in found if a in edges[b]})
+    assert not loops, f"modules importing each other: {loops}"
+
+
 def test_recipe_package_imports_no_stage():
     for path in sorted((REPO / "deita_train" / "recipe").glob("*.py")):
         stages = {name for name in imported_modules(path) if name.split(".")[:2][-1] in STAGES

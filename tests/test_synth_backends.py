@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from deita_train.synth.backends import make_backend, request_seed
-from deita_train.synth.backends.base import Completion, Sampling
+from deita_train.synth.backends import make_backend
+from deita_train.synth.backends.base import Completion, Sampling, request_seed
 from deita_train.synth.backends.endpoint import EndpointError, split_tokens
 from deita_train.synth.backends.transformers_backend import TransformersBackend
 from deita_train.synth.config import GeneratorConfig

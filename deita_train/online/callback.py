@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from accelerate import PartialState
 from accelerate.utils import gather_object
@@ -35,14 +35,24 @@ from deita_train.online.rounds import drop_rounds_after, finished_rounds, read_s
 from deita_train.online.sampler import OnlineSampler, Round
 from deita_train.processes import on_main_process
 
-if TYPE_CHECKING:
-    from deita_train.online.trainer import OnlineSFTTrainer
+
+class OnlineTrainer(Protocol):
+    """What the callback needs of the trainer it steers (`OnlineSFTTrainer` is one): the callback depends on this,
+    the trainer on the callback, never the other way round."""
+
+    args: TrainingArguments
+    online_sampler: OnlineSampler
+
+    @property
+    def zero3(self) -> bool: ...
+
+    def log_online(self, logs: dict[str, float]) -> None: ...
 
 
 class OnlineSelectionCallback(TrainerCallback):
     """Fires rounds on `trainer.online_sampler`: round 0 before the first step, then per epoch or `every_steps`."""
 
-    def __init__(self, trainer: OnlineSFTTrainer, config: OnlineConfig, candidates: Dataset, root: Path,
+    def __init__(self, trainer: OnlineTrainer, config: OnlineConfig, candidates: Dataset, root: Path,
                  untrainable: int = 0) -> None:
         self.trainer = trainer
         self.untrainable = untrainable  # candidates the trainer dropped, counted in round.json

@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -48,3 +50,14 @@ class GenerationBackend(ABC):
 
     def close(self) -> None:  # noqa: B027  (backends holding nothing free nothing)
         """Free the model or connection pool."""
+
+
+def samples_per_request(sampling: Sampling) -> int:
+    """Completions to generate per prompt: greedy decoding gives `n` equal copies, so one is generated and copied."""
+    return 1 if sampling.temperature == 0 else sampling.n
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The seed of prompt `index` in a call seeded with `seed`, for engines that seed each request: distinct per
+    prompt, so identical prompts (every instruction prompt is the same template) still get different samples."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)  # 31 bits: a non-negative int32

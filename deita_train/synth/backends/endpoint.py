@@ -18,8 +18,7 @@ from typing import Any
 import openai
 
 from deita_train.errors import UserError
-from deita_train.synth.backends import request_seed, samples_per_request
-from deita_train.synth.backends.base import Completion, GenerationBackend, Sampling
+from deita_train.synth.backends.base import Completion, GenerationBackend, Sampling, request_seed, samples_per_request
 from deita_train.synth.config import GeneratorConfig
 
 

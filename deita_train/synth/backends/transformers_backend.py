@@ -18,8 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from deita_train.processes import process_state
 from deita_train.scoring.lm import DTYPES, outside_zero3_init
-from deita_train.synth.backends import samples_per_request
-from deita_train.synth.backends.base import Completion, GenerationBackend, Sampling
+from deita_train.synth.backends.base import Completion, GenerationBackend, Sampling, samples_per_request
 from deita_train.synth.config import GeneratorConfig
 
 

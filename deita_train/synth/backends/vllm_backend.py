@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 
-from deita_train.synth.backends import request_seed, samples_per_request
-from deita_train.synth.backends.base import Completion, GenerationBackend, Sampling
+from deita_train.synth.backends.base import Completion, GenerationBackend, Sampling, request_seed, samples_per_request
 from deita_train.synth.config import GeneratorConfig
 
 ENGINE_SEED = 0  # seeds the engine's own RNG; every request carries its own seed
