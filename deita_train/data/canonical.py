@@ -11,6 +11,7 @@ from a null, and a file mixing formats has every format's fields as columns).
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from datasets import Dataset, Features, List, Value
 from deita_train.data.config import SourceConfig
 from deita_train.data.conversation import RecordError
 from deita_train.data.formats import CANONICAL_COLUMNS, STRUCTURE_FIELDS, adapt
+from deita_train.data.mapped_pages import arrow_file_mappings, release
 from deita_train.data.progress import WATCHED_ROWS, progress_bars
 from deita_train.data.reading import RawSource, source_file
 from deita_train.data.report import DataError, SourceReport
@@ -33,6 +35,8 @@ PROBLEM = "_problem"
 PAIR = ("prompt", "chosen", "rejected")
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
 FIX = "fix the record, or set on_error: skip"
+RELEASE_EVERY = 64  # batches a process canonicalizes between two hand-backs of its mapped pages
+BATCHES = itertools.count()  # batches canonicalized in this process
 
 
 def choose(count: int, source: SourceConfig, seed: int) -> np.ndarray:
@@ -110,7 +114,10 @@ def column_order(columns: list[str], preference: bool) -> list[str]:
 def canonical_batch(batch: Any, indices: list[int], *, format_name: str, preference: bool, source_file: str,
                     base: int, positions: np.ndarray | None, lines: np.ndarray | None,
                     has_id: bool) -> dict[str, list]:
-    """The canonical columns of a batch of raw rows; a row that cannot be canonicalized gets its `_problem`."""
+    """The canonical columns of a batch of raw rows; a row that cannot be canonicalized gets its `_problem`. Every
+    `RELEASE_EVERY` batches the process hands back the mapped pages it read (`map` workers run this too)."""
+    if next(BATCHES) % RELEASE_EVERY == 0:
+        release(arrow_file_mappings())
     names = list(batch.keys())
     columns = [batch[name] for name in names]
     out: dict[str, list] = {name: [] for name in canonical_features(preference, has_id)} | {PROBLEM: []}

@@ -16,7 +16,12 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
+
+RELEASE_SECONDS = 0.5  # between two hand-backs while `released_pages` runs
 
 
 @cache
@@ -45,3 +50,28 @@ def release(mappings: list[tuple[int, int]]) -> None:
     read again."""
     for start, end in mappings:
         libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
+
+
+@contextmanager
+def released_pages(seconds: float = RELEASE_SECONDS) -> Iterator[None]:
+    """While the block runs, hand back every mapped `.arrow` page each `seconds` from a background thread: for
+    passes whose reading happens inside `datasets` (building, canonicalizing, saving a pool), where no hook sees the
+    batches. Safe at any moment: the pages are clean file pages, and a reader faults them back in."""
+    if libc() is None:
+        yield
+        return
+    done = threading.Event()
+
+    def hand_back() -> None:
+        while not done.wait(seconds):
+            release(arrow_file_mappings())
+
+    thread = threading.Thread(target=hand_back, name="released-pages", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        release(arrow_file_mappings())
+

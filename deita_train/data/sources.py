@@ -26,6 +26,7 @@ from deita_train.data.checks import option_problems
 from deita_train.data.combine import combine
 from deita_train.data.config import SourceConfig
 from deita_train.data.line_source import read_by_lines
+from deita_train.data.mapped_pages import released_pages
 from deita_train.data.pool_cache import (
     CachedSource,
     build_folder,
@@ -46,15 +47,16 @@ def load_sources(sources: list[SourceConfig], seed: int, *, preference: bool = F
     """Concatenate the sources in recipe order; `id` is each row's 0-based position in the result."""
     report = DataReport()
     parts = []
-    for source in sources:
-        if problems := option_problems(source, source.path):
-            raise DataError("; ".join(problems))
-        part = load_source(source, seed, preference)
-        report.sources.append(part.report)
-        parts.append(part)
-    if not any(len(part.dataset) for part in parts):
-        raise DataError(all_skipped(report))
-    return combine(parts, sources), report
+    with released_pages():  # building a pool reads every page of its files: RSS stays flat in its size
+        for source in sources:
+            if problems := option_problems(source, source.path):
+                raise DataError("; ".join(problems))
+            part = load_source(source, seed, preference)
+            report.sources.append(part.report)
+            parts.append(part)
+        if not any(len(part.dataset) for part in parts):
+            raise DataError(all_skipped(report))
+        return combine(parts, sources), report
 
 
 def load_source(source: SourceConfig, seed: int, preference: bool) -> CachedSource:
