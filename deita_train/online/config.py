@@ -50,10 +50,15 @@ class OnlineConfig:
     """
 
     select: Any = field(
-        metadata={"help": "A `select:` block (strategy, filters, mix, options); `budget` is required."}
+        default=None,
+        metadata={"help": "A `select:` block (strategy, filters, mix, options); `budget` is required. Rounds only."},
     )
-    every: Literal["epoch", "steps"] = field(
-        default="epoch", metadata={"help": "`epoch`: a round opens each epoch; `steps`: every `every_steps` steps."}
+    every: Literal["epoch", "steps", "batch"] = field(
+        default="epoch", metadata={"help": "`epoch`: a round opens each epoch; `steps`: every `every_steps` steps; "
+                                   "`batch`: each step trains the top 1/`batch_ratio` of a k-times draw."}
+    )
+    batch_ratio: int | None = field(
+        default=None, metadata={"help": "With `every: batch`: rows drawn per row trained (k, at least 2)."}
     )
     every_steps: int | None = field(
         default=None, metadata={"help": "Optimizer steps between rounds; required with `every: steps`."}
@@ -85,8 +90,14 @@ class OnlineConfig:
                                                                                       "online.pool_fraction")
         if self.every == "steps" and self.every_steps is None:
             problems.append("online.every_steps: required with `every: steps`")
-        if self.every == "epoch" and self.every_steps is not None:
+        if self.every != "steps" and self.every_steps is not None:
             problems.append("online.every_steps: only read with `every: steps`; set that or remove every_steps")
+        if self.every == "batch":
+            return problems + self.batch_problems()
+        if self.batch_ratio is not None:
+            problems.append("online.batch_ratio: only read with `every: batch`; set that or remove batch_ratio")
+        if self.select is None:
+            return [*problems, "online.select: required: the `select:` block each round runs (budget included)"]
         if self.mix == "adaptive" and self.select.mix is None:
             problems.append("online.mix: `adaptive` moves the shares of online.select.mix: set online.select.mix "
                             "(by, shares) or use `mix: fixed`")
@@ -94,4 +105,16 @@ class OnlineConfig:
             problems.append(f"online.mix_step: must be above 0, got {self.mix_step}")
         if not 0 <= self.mix_smoothing <= 1:
             problems.append(f"online.mix_smoothing: must be in [0, 1], got {self.mix_smoothing}")
+        return problems
+
+    def batch_problems(self) -> list[str]:
+        """`every: batch` reads `batch_ratio` alone: the score is each row's training loss, the kept share 1/k."""
+        problems = []
+        if self.batch_ratio is None or self.batch_ratio < 2:
+            problems.append(f"online.batch_ratio: required with `every: batch`, at least 2, got {self.batch_ratio}")
+        if self.select is not None:
+            problems.append("online.select: per-batch selection keeps the top 1/batch_ratio of each draw by training "
+                            "loss; remove select (or use `every: epoch|steps` rounds)")
+        if self.mix != "fixed":
+            problems.append("online.mix: only read by rounds (`every: epoch|steps`); remove it")
         return problems

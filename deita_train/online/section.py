@@ -21,8 +21,11 @@ def parse_online(raw: Any, problems: list[str]) -> OnlineConfig | None:
     config = build(OnlineConfig, raw, "online", problems)
     if config is None:
         return None
-    config.select = parse_select(raw["select"], problems, "online.select")
+    if "select" in raw:
+        config.select = parse_select(raw["select"], problems, "online.select")
     if "scorer" in raw:
+        if config.every == "batch":
+            problems.append("online.scorer: per-batch selection scores each row by its training loss; remove scorer")
         config.scorer = parse_scorer(raw["scorer"], "online.scorer", problems)
     return config if len(problems) == before else None
 
@@ -30,6 +33,10 @@ def parse_online(raw: Any, problems: list[str]) -> OnlineConfig | None:
 def online_problems(config: OnlineConfig, recipe: Any) -> list[str]:
     """The options' ranges, the scorer and select blocks, and what online selection needs from the sft stage."""
     problems = config.problems()
+    if config.every == "batch":
+        return problems + sft_problems(recipe)
+    if config.select is None:
+        return problems
     if config.scorer.type not in ONLINE_SCORERS:
         problems.append(f"online.scorer.type: {config.scorer.type!r} cannot score with the model being trained; "
                         f"use one of {', '.join(ONLINE_SCORERS)}")
@@ -47,8 +54,14 @@ def online_problems(config: OnlineConfig, recipe: Any) -> list[str]:
     columns = select_columns(recipe)
     problems += expression_problems(config.select, "online.select",
                                     None if columns is None else columns | {config.score_column})
+    return problems + sft_problems(recipe)
+
+
+def sft_problems(recipe: Any) -> list[str]:
+    """What online selection needs of the sft stage it runs inside."""
     if recipe.sft is None:
-        return [*problems, "online: needs an sft stage: online selection re-selects the rows SFT trains on"]
+        return ["online: needs an sft stage: online selection re-selects the rows SFT trains on"]
+    problems = []
     if recipe.sft.args.get("packing"):
         problems.append("sft.packing: online selection samples whole rows; set `packing: false`")
     if recipe.sft.args.get("train_sampling_strategy", "random") != "random":

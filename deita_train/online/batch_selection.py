@@ -1,0 +1,113 @@
+"""Per-batch selection (`online.every: batch`): each optimizer step draws `batch_ratio` (k) times its batch, scores
+every drawn row with the current weights in one no-grad forward pass, and trains on the top 1/k.
+
+The score of a row is its training loss: the mean of its loss tokens' negative log-likelihood under the model as it
+is at that step (the rows the model has learned least first). Subtracting an offline irreducible loss per row
+(RHO-LOSS inside each batch) is not there yet: the rounds (`every: epoch|steps`) do it as a score expression.
+
+Under `accelerate launch` the choice is over the global draw: every process scores its k x b rows, the scores are
+gathered, one ranking keeps the global top 1/k (ties: the earlier drawn row), and each process trains the kept rows
+it drew. A process may then hold more or fewer than b rows; the loss is normalized by the kept rows' loss tokens
+counted over all processes (the Trainer's `num_items_in_batch`), so the gradient is that of one process training
+all kept rows. A process that kept none trains one fully masked row (no loss, no gradient) so that every process
+runs the same forward passes (ZeRO-3 gathers weights inside them). Gradient accumulation counts kept rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from trl import SFTTrainer
+
+from deita_train.online.config import OnlineConfig
+
+IGNORE = -100
+
+
+class BatchSelectingSFTTrainer(SFTTrainer):
+    """An `SFTTrainer` whose data loader draws k x the batch, of which each step trains on the top 1/k."""
+
+    def __init__(self, *args, online: OnlineConfig, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ratio = online.batch_ratio
+        self.batch_metrics: dict[str, list[float]] = {"drawn": [], "kept": [], "cut": [], "kept_mean": []}
+
+    def get_train_dataloader(self):
+        """The Trainer's loader, drawing `batch_ratio` times the per-device batch."""
+        per_device = self._train_batch_size
+        self._train_batch_size = per_device * self.ratio
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self._train_batch_size = per_device
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """The step's drawn batches, each cut to its kept rows; the items to normalize by count kept rows only."""
+        drawn, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        kept = [self.keep_top(batch) for batch in drawn]
+        return super().get_batch_samples(iter(kept), len(kept), device)
+
+    @torch.no_grad()
+    def row_scores(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Each row's mean loss-token negative log-likelihood under the current weights (-inf: no loss token)."""
+        inputs = {name: batch[name] for name in ("input_ids", "attention_mask", "position_ids") if name in batch}
+        logits = self.model(**inputs, use_cache=False).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:].to(logits.device)
+        losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
+        mask = labels != IGNORE
+        scores = (losses * mask).sum(1) / mask.sum(1).clamp_min(1)
+        return torch.where(mask.any(1), scores, torch.full_like(scores, float("-inf")))  # nothing to learn: last
+
+    def keep_top(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The rows of `batch` (this process's share of the draw) in the global top 1/k."""
+        scores = self.row_scores(batch)
+        state = self.accelerator.state
+        sizes = self.accelerator.gather(torch.tensor([len(scores)], device=scores.device))
+        padded = self.accelerator.pad_across_processes(scores, pad_index=float("nan"))
+        everyone = self.accelerator.gather(padded)
+        width = padded.shape[0]
+        valid = torch.cat([torch.arange(width, device=everyone.device) < size for size in sizes])
+        drawn = int(sizes.sum())
+        keep = max(1, drawn // self.ratio)
+        order = torch.argsort(-torch.where(valid, everyone, float("-inf")), stable=True)[:keep]
+        mine = order[(order >= state.process_index * width) & (order < (state.process_index + 1) * width)]
+        rows = (mine - state.process_index * width).sort().values
+        kept_scores = everyone[order]
+        self.record(drawn, keep, kept_scores)
+        if len(rows) == 0:  # keep this process's forward passes in step with the others': one row, nothing to learn
+            rows = torch.zeros(1, dtype=torch.long, device=scores.device)
+            return {**take(batch, rows), "labels": torch.full_like(batch["labels"][:1], IGNORE)}
+        return take(batch, rows)
+
+    def record(self, drawn: int, kept: int, kept_scores: torch.Tensor) -> None:
+        finite = kept_scores[torch.isfinite(kept_scores)]
+        self.batch_metrics["drawn"].append(drawn)
+        self.batch_metrics["kept"].append(kept)
+        if len(finite):
+            self.batch_metrics["cut"].append(float(finite.min()))
+            self.batch_metrics["kept_mean"].append(float(finite.mean()))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training logs gain `online/batch/*`: rows drawn and kept per micro-batch, the score cut (the lowest kept
+        score) and the kept rows' mean score, averaged since the last log."""
+        if "loss" in logs and self.batch_metrics["drawn"]:
+            for name, values in self.batch_metrics.items():
+                if values:
+                    logs[f"online/batch/{name}"] = sum(values) / len(values)
+                values.clear()
+        super().log(logs, start_time)
+
+
+def take(batch: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The `rows` of every per-row tensor (and list) of a collated batch."""
+    out = {}
+    for name, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch["input_ids"].shape[0]:
+            out[name] = value[rows.to(value.device)]
+        elif isinstance(value, list) and len(value) == batch["input_ids"].shape[0]:
+            out[name] = [value[i] for i in rows.tolist()]
+        else:
+            out[name] = value
+    return out
