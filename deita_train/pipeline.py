@@ -130,8 +130,11 @@ class Run:
         callbacks = instantiate_callbacks(self.recipe.callbacks, context)
         online = {}
         if self.recipe.online is not None and self.recipe.online.every == "batch":  # the top 1/k of each draw
-            from deita_train.online.batch_selection import BatchSelectingSFTTrainer
+            from deita_train.online.batch_selection import REFERENCE, BatchSelectingSFTTrainer, with_reference
 
+            if self.recipe.online.batch_reference is not None:
+                conversations = with_reference(conversations, self.recipe.online.batch_reference)
+                online["carried"] = (REFERENCE,)
             online["trainer_class"] = partial(BatchSelectingSFTTrainer, online=self.recipe.online)
         elif self.recipe.online is not None:  # train on the candidates, re-selected by rounds under online/
             from deita_train.online.trainer import OnlineSFTTrainer

@@ -63,6 +63,34 @@ def test_each_step_trains_the_top_third_of_its_draw(tmp_path, tiny_model, monkey
     assert all(e["online/batch/kept_mean"] >= e["online/batch/cut"] for e in logged)
 
 
+def test_rho_loss_inside_each_batch_subtracts_the_reference(tmp_path, tiny_model, monkeypatch):
+    """`batch_reference`: the score is training loss minus the row's offline value; rows with a large reference are
+    kept only when their loss is larger still."""
+    monkeypatch.chdir(REPO)
+    rows = [json.loads(line) for line in (REPO / "recipes/quickstart/data/alpaca_cleaned_400.jsonl").open()][:48]
+    for i, row in enumerate(rows):
+        row["reference_loss"] = [float(i % 5)]  # per-turn, like the `loss` scorer's column
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    seen = []
+    original = BatchSelectingSFTTrainer.keep_top
+
+    def recording(self, batch):
+        kept = original(self, batch)
+        seen.append(({name: value.clone() for name, value in batch.items() if torch.is_tensor(value)}, kept))
+        return kept
+
+    monkeypatch.setattr(BatchSelectingSFTTrainer, "keep_top", recording)
+    assert run(tmp_path / "out", tiny_model, "sft.learning_rate=0.0", f"pool.0.path={tmp_path / 'pool.jsonl'}",
+               "online={every: batch, batch_ratio: 3, batch_reference: 'sum(reference_loss)'}") == 0
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    assert seen and all("batch_reference" not in kept for _, kept in seen)  # never reaches the model
+    for drawn, kept in seen:
+        assert set(drawn["batch_reference"].tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+        scores = losses(model, drawn) - drawn["batch_reference"]
+        top = torch.argsort(-scores, stable=True)[: len(scores) // 3].sort().values
+        assert torch.equal(kept["input_ids"], drawn["input_ids"][top])
+
+
 def test_gradient_accumulation_counts_kept_rows(tmp_path, tiny_model, monkeypatch):
     monkeypatch.chdir(REPO)
     counted = []
@@ -102,6 +130,8 @@ def test_resume_from_a_checkpoint_continues_the_same_draws(tmp_path, tiny_model,
     ("{every: batch, batch_ratio: 2, scorer: {type: loss}}", "online.scorer: per-batch selection scores each row"),
     ("{every: epoch, batch_ratio: 2, select: {strategy: top_k, budget: 4}}", "online.batch_ratio: only read"),
     ("{every: epoch}", "online.select: required"),
+    ("{every: batch, batch_ratio: 2, batch_reference: 'refrence_loss'}", "online.batch_reference: 'refrence_loss': no column"),
+    ("{every: epoch, batch_reference: x, select: {strategy: top_k, budget: 4}}", "online.batch_reference: only read"),
 ])
 def test_batch_options_are_checked(online, expected, tiny_model, monkeypatch, capsys):
     monkeypatch.chdir(REPO)

@@ -2,8 +2,11 @@
 every drawn row with the current weights in one no-grad forward pass, and trains on the top 1/k.
 
 The score of a row is its training loss: the mean of its loss tokens' negative log-likelihood under the model as it
-is at that step (the rows the model has learned least first). Subtracting an offline irreducible loss per row
-(RHO-LOSS inside each batch) is not there yet: the rounds (`every: epoch|steps`) do it as a score expression.
+is at that step (the rows the model has learned least first). With `online.batch_reference: EXPR` (an expression
+over the candidates' columns, one number per row) the row's value is subtracted: RHO-LOSS inside each batch
+(Mindermann et al., 2022), with EXPR the irreducible loss scored offline, e.g. `mean(reference_loss)` from the
+`loss` scorer under the irreducible-loss model. The value travels with its row as a `batch_reference` column,
+taken out of the rows by the collator (as `sample_weight` is) and out of the batch before training.
 
 Under `accelerate launch` the choice is over the global draw: every process scores its k x b rows, the scores are
 gathered, one ranking keeps the global top 1/k (ties: the earlier drawn row), and each process trains the kept rows
@@ -17,13 +20,44 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 from trl import SFTTrainer
 
 from deita_train.online.config import OnlineConfig
+from deita_train.recipe.errors import RecipeError
+from deita_train.selection.scores import sample_scores
 
 IGNORE = -100
+REFERENCE = "batch_reference"
+
+
+def with_reference(rows: Dataset, expression: str) -> Dataset:
+    """`rows` with their `batch_reference` column: `expression` on each row; a null names the row's id."""
+    values = sample_scores(rows, expression, "online.batch_reference")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        row = int(bad[0])
+        where = f"the row with id {rows[row]['id']}" if "id" in rows.column_names else f"row {row}"
+        raise RecipeError([f"online.batch_reference: {expression!r} is {values[row]} for {where} ({len(bad)} of "
+                           f"{len(values)} rows); every row needs a finite reference"])
+    return rows.add_column(REFERENCE, values.tolist())
+
+
+class ReferenceCollator:
+    """Wraps a collator: collates the rows without `batch_reference`, then adds it (one float per row)."""
+
+    def __init__(self, collate) -> None:
+        self.collate = collate
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if not rows or REFERENCE not in rows[0]:
+            return self.collate(rows)
+        batch = self.collate([{k: v for k, v in row.items() if k != REFERENCE} for row in rows])
+        batch[REFERENCE] = torch.tensor([row[REFERENCE] for row in rows], dtype=torch.float32)
+        return batch
 
 
 class BatchSelectingSFTTrainer(SFTTrainer):
@@ -32,7 +66,14 @@ class BatchSelectingSFTTrainer(SFTTrainer):
     def __init__(self, *args, online: OnlineConfig, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.ratio = online.batch_ratio
+        self.data_collator = ReferenceCollator(self.data_collator)
         self.batch_metrics: dict[str, list[float]] = {"drawn": [], "kept": [], "cut": [], "kept_mean": []}
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep `batch_reference` when the Trainer removes the columns the model does not take."""
+        super()._set_signature_columns_if_needed()
+        if REFERENCE not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, REFERENCE]
 
     def get_train_dataloader(self):
         """The Trainer's loader, drawing `batch_ratio` times the per-device batch."""
@@ -58,11 +99,14 @@ class BatchSelectingSFTTrainer(SFTTrainer):
         losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
         mask = labels != IGNORE
         scores = (losses * mask).sum(1) / mask.sum(1).clamp_min(1)
+        if REFERENCE in batch:
+            scores = scores - batch[REFERENCE].to(scores.device)
         return torch.where(mask.any(1), scores, torch.full_like(scores, float("-inf")))  # nothing to learn: last
 
     def keep_top(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """The rows of `batch` (this process's share of the draw) in the global top 1/k."""
+        """The rows of `batch` (this process's share of the draw) in the global top 1/k, without their reference."""
         scores = self.row_scores(batch)
+        batch = {name: value for name, value in batch.items() if name != REFERENCE}
         state = self.accelerator.state
         sizes = self.accelerator.gather(torch.tensor([len(scores)], device=scores.device))
         padded = self.accelerator.pad_across_processes(scores, pad_index=float("nan"))

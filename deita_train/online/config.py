@@ -60,6 +60,10 @@ class OnlineConfig:
     batch_ratio: int | None = field(
         default=None, metadata={"help": "With `every: batch`: rows drawn per row trained (k, at least 2)."}
     )
+    batch_reference: str | None = field(
+        default=None, metadata={"help": "With `every: batch`: an expression over the candidates' columns subtracted "
+                                "from each row's training loss (RHO-LOSS: the irreducible loss)."}
+    )
     every_steps: int | None = field(
         default=None, metadata={"help": "Optimizer steps between rounds; required with `every: steps`."}
     )
@@ -94,8 +98,9 @@ class OnlineConfig:
             problems.append("online.every_steps: only read with `every: steps`; set that or remove every_steps")
         if self.every == "batch":
             return problems + self.batch_problems()
-        if self.batch_ratio is not None:
-            problems.append("online.batch_ratio: only read with `every: batch`; set that or remove batch_ratio")
+        for name in ("batch_ratio", "batch_reference"):
+            if getattr(self, name) is not None:
+                problems.append(f"online.{name}: only read with `every: batch`; set that or remove {name}")
         if self.select is None:
             return [*problems, "online.select: required: the `select:` block each round runs (budget included)"]
         if self.mix == "adaptive" and self.select.mix is None:

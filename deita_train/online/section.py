@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from deita_train.online.config import ONLINE_SCORERS, OnlineConfig
+from deita_train.recipe.errors import RecipeError
 from deita_train.recipe.sections import Section
 from deita_train.recipe.strict import build
+from deita_train.registry import did_you_mean
 from deita_train.scoring.section import parse_scorer
+from deita_train.selection.expressions import Expression
 from deita_train.selection.section import expression_problems, mix_problems, parse_select, select_columns
 
 
@@ -34,7 +37,7 @@ def online_problems(config: OnlineConfig, recipe: Any) -> list[str]:
     """The options' ranges, the scorer and select blocks, and what online selection needs from the sft stage."""
     problems = config.problems()
     if config.every == "batch":
-        return problems + sft_problems(recipe)
+        return problems + reference_problems(config, recipe) + sft_problems(recipe)
     if config.select is None:
         return problems
     if config.scorer.type not in ONLINE_SCORERS:
@@ -55,6 +58,21 @@ def online_problems(config: OnlineConfig, recipe: Any) -> list[str]:
     problems += expression_problems(config.select, "online.select",
                                     None if columns is None else columns | {config.score_column})
     return problems + sft_problems(recipe)
+
+
+def reference_problems(config: OnlineConfig, recipe: Any) -> list[str]:
+    """`online.batch_reference` compiled, and its columns resolved when the candidates' columns are known."""
+    if config.batch_reference is None:
+        return []
+    key = "online.batch_reference"
+    try:
+        expression = Expression(config.batch_reference, key)
+    except RecipeError as error:
+        return error.problems
+    columns = select_columns(recipe)
+    return [] if columns is None else [
+        f"{key}: {config.batch_reference!r}: no column {name!r}{did_you_mean(name, columns)}"
+        for name in sorted(expression.columns - columns)]
 
 
 def sft_problems(recipe: Any) -> list[str]:

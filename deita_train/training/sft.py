@@ -37,15 +37,17 @@ def train_sft(
     peft: PeftSection | None = None,
     eval_dataset: Dataset | None = None,
     trainer_class: Callable[..., SFTTrainer] = SFTTrainer,
+    carried: tuple[str, ...] = (),
 ) -> SFTTrainer:
     """Train on the `messages` column of `conversations` (evaluating on `eval_dataset`'s when given); the final
     model and tokenizer go to `output_dir`.
 
-    `trainer_class` builds the trainer from SFTTrainer's arguments (online selection passes its own). With
-    `stage.sample_weight` the rows' weights are computed (and checked) first, then the trainer weighs its loss by them.
+    `trainer_class` builds the trainer from SFTTrainer's arguments (online selection passes its own), and `carried`
+    names the columns of `conversations` it reads beside `messages` and `id`. With `stage.sample_weight` the rows'
+    weights are computed (and checked) first, then the trainer weighs its loss by them.
     """
     fields, resume = split_resume(SFT_DEFAULTS | stage.args)
-    train = conversations.select_columns(["messages", "id"])
+    train = conversations.select_columns(["messages", "id", *carried])
     if stage.sample_weight is not None:
         train, trainer_class = weighted(train, conversations, "sft", stage.sample_weight, fields, trainer_class)
     args = SFTConfig(output_dir=str(output_dir), seed=seed, **fields)
