@@ -9,7 +9,11 @@ forward passes), and the ratio of the rounds' time to the rest of training. Ever
 `--repeats` times, interleaved (a shared machine's load drifts); the table gives medians, and the ratio's
 range over the repeats.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python bench/online.py --pool-fraction 0.25 0.5 1.0 --repeats 3
+Per-batch selection (`--batch-ratio`, `online.every: batch`): plain SFT on every candidate against per-batch runs
+drawing k x 8 rows per step and training the top 8; the overhead is the time per optimizer step over plain SFT's
+(the scoring forward pass over the k x 8 drawn rows).
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python bench/online.py --pool-fraction 0.25 0.5 1.0 --repeats 3 --batch-ratio 2 4
 """
 
 from __future__ import annotations
@@ -62,10 +66,15 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-ratio", type=int, nargs="*", default=[2, 4],
+                        help="per-batch selection (`every: batch`) with these k, against plain SFT on every candidate")
     args = parser.parse_args()
     plain = ["~online", f"select={{strategy: random, budget: {args.budget}}}"]
     configurations = {"no online (fixed random subset)": plain}
     configurations |= {f"pool_fraction {f}": [f"online.pool_fraction={f}"] for f in args.pool_fraction}
+    if args.batch_ratio:
+        configurations["plain SFT, every candidate"] = ["~online"]
+        configurations |= {f"per-batch k={k}": [f"online={{every: batch, batch_ratio: {k}}}"] for k in args.batch_ratio}
     results: dict[str, list[dict]] = {name: [] for name in configurations}
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(Path(tmp) / "tiny-model")
@@ -82,12 +91,25 @@ def main() -> None:
     print("| run | steps | train_runtime (s) | rounds | rows re-scored | rounds (s) | of which forward passes (s) | "
           "rounds / rest of training (range) |")
     print("|---|---|---|---|---|---|---|---|")
+    per_step = {name: [run["train_runtime_s"] / run["steps"] for run in runs] for name, runs in results.items()}
     for name, runs in results.items():
+        if name.startswith(("per-batch", "plain SFT")):
+            continue
         r = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
         ratios = [run["ratio"] for run in runs]
         print(f"| {name} | {r['steps']:.0f} | {r['train_runtime_s']:.1f} | {r['rounds']:.0f} | "
               f"{r['rescored_rows']:.0f} | "
               f"{r['rounds_s']:.1f} | {r['score_s']:.1f} | {r['ratio']:.1%} ({min(ratios):.1%}-{max(ratios):.1%}) |")
+    if args.batch_ratio:
+        print("\n| run (every candidate, batches of 8) | steps | s per optimizer step | per step, over plain SFT "
+              "(range) |")
+        print("|---|---|---|---|")
+        base = per_step["plain SFT, every candidate"]
+        for name in ["plain SFT, every candidate", *(f"per-batch k={k}" for k in args.batch_ratio)]:
+            over = [run / plain_run for run, plain_run in zip(per_step[name], base, strict=True)]
+            steps = float(np.median([run["steps"] for run in results[name]]))
+            print(f"| {name} | {steps:.0f} | {np.median(per_step[name]):.3f} | {np.median(over):.2f}x "
+                  f"({min(over):.2f}-{max(over):.2f}) |")
 
 
 if __name__ == "__main__":
