@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from deita_train.cli.main import main
 from deita_train.online import batch_selection
@@ -91,6 +91,34 @@ def test_rho_loss_inside_each_batch_subtracts_the_reference(tmp_path, tiny_model
         assert torch.equal(kept["input_ids"], drawn["input_ids"][top])
 
 
+def test_ifd_per_batch_is_the_loss_over_the_answer_tokens_alone(tmp_path, tiny_model, monkeypatch):
+    """`batch_score: ifd`: the kept rows are the top third by each row's loss over its loss tokens' loss read alone
+    after BOS, computed here one row at a time, unpadded."""
+    monkeypatch.chdir(REPO)
+    seen = []
+    original = BatchSelectingSFTTrainer.keep_top
+
+    def recording(self, batch):
+        kept = original(self, batch)
+        seen.append(({name: value.clone() for name, value in batch.items() if torch.is_tensor(value)}, kept))
+        return kept
+
+    monkeypatch.setattr(BatchSelectingSFTTrainer, "keep_top", recording)
+    assert run(tmp_path, tiny_model, "sft.learning_rate=0.0", "online={every: batch, batch_ratio: 3, batch_score: ifd}") == 0
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    bos = AutoTokenizer.from_pretrained(tiny_model).bos_token_id
+    for drawn, kept in seen:
+        direct = []
+        for ids, labels in zip(drawn["input_ids"], drawn["labels"], strict=True):
+            alone = torch.cat([ids.new_tensor([bos]), ids[labels != -100]])[None]
+            with torch.no_grad():
+                logits = model(input_ids=alone).logits[0, :-1]
+            direct.append(F.cross_entropy(logits.float(), alone[0, 1:]).item())
+        scores = losses(model, drawn) / torch.tensor(direct)
+        top = torch.argsort(-scores, stable=True)[: len(scores) // 3].sort().values
+        assert torch.equal(kept["input_ids"], drawn["input_ids"][top])
+
+
 def test_gradient_accumulation_counts_kept_rows(tmp_path, tiny_model, monkeypatch):
     monkeypatch.chdir(REPO)
     counted = []
@@ -130,6 +158,7 @@ def test_resume_from_a_checkpoint_continues_the_same_draws(tmp_path, tiny_model,
     ("{every: batch, batch_ratio: 2, scorer: {type: loss}}", "online.scorer: per-batch selection scores each row"),
     ("{every: epoch, batch_ratio: 2, select: {strategy: top_k, budget: 4}}", "online.batch_ratio: only read"),
     ("{every: epoch}", "online.select: required"),
+    ("{every: epoch, batch_score: ifd, select: {strategy: top_k, budget: 4}}", "online.batch_score: only read"),
     ("{every: batch, batch_ratio: 2, batch_reference: 'refrence_loss'}", "online.batch_reference: 'refrence_loss': no column"),
     ("{every: epoch, batch_reference: x, select: {strategy: top_k, budget: 4}}", "online.batch_reference: only read"),
 ])

@@ -1,9 +1,12 @@
 """Per-batch selection (`online.every: batch`): each optimizer step draws `batch_ratio` (k) times its batch, scores
-every drawn row with the current weights in one no-grad forward pass, and trains on the top 1/k.
+every drawn row with the current weights in a no-grad forward pass, and trains on the top 1/k.
 
 The score of a row is its training loss: the mean of its loss tokens' negative log-likelihood under the model as it
-is at that step (the rows the model has learned least first). With `online.batch_reference: EXPR` (an expression
-over the candidates' columns, one number per row) the row's value is subtracted: RHO-LOSS inside each batch
+is at that step (the rows the model has learned least first). With `online.batch_score: ifd` it is that loss over
+the loss of the same tokens read alone (after BOS, when the tokenizer has one): the instruction-following
+difficulty of the row as it is batched, every loss token of a multi-turn row counted as one answer (scoring takes
+a second no-grad pass). With `online.batch_reference: EXPR` (an expression over the candidates' columns, one
+number per row) the row's value is subtracted: RHO-LOSS inside each batch
 (Mindermann et al., 2022), with EXPR the irreducible loss scored offline, e.g. `mean(reference_loss)` from the
 `loss` scorer under the irreducible-loss model. The value travels with its row as a `batch_reference` column,
 taken out of the rows by the collator (as `sample_weight` is) and out of the batch before training.
@@ -66,6 +69,7 @@ class BatchSelectingSFTTrainer(SFTTrainer):
     def __init__(self, *args, online: OnlineConfig, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.ratio = online.batch_ratio
+        self.ifd = online.batch_score == "ifd"
         self.data_collator = ReferenceCollator(self.data_collator)
         self.batch_metrics: dict[str, list[float]] = {"drawn": [], "kept": [], "cut": [], "kept_mean": []}
 
@@ -92,16 +96,41 @@ class BatchSelectingSFTTrainer(SFTTrainer):
 
     @torch.no_grad()
     def row_scores(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Each row's mean loss-token negative log-likelihood under the current weights (-inf: no loss token)."""
+        """Each row's score under the current weights: its mean loss-token negative log-likelihood, or that over the
+        same tokens' alone (`ifd`); minus its reference (-inf: no loss token)."""
         inputs = {name: batch[name] for name in ("input_ids", "attention_mask", "position_ids") if name in batch}
-        logits = self.model(**inputs, use_cache=False).logits[:, :-1].float()
-        labels = batch["labels"][:, 1:].to(logits.device)
-        losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
-        mask = labels != IGNORE
-        scores = (losses * mask).sum(1) / mask.sum(1).clamp_min(1)
+        scores, mask = self.mean_losses(inputs, batch["labels"])
+        if self.ifd:
+            scores = scores / self.mean_losses(*self.answers_alone(batch))[0]
         if REFERENCE in batch:
             scores = scores - batch[REFERENCE].to(scores.device)
         return torch.where(mask.any(1), scores, torch.full_like(scores, float("-inf")))  # nothing to learn: last
+
+    def mean_losses(self, inputs: dict[str, Any], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's mean negative log-likelihood of its `labels` tokens, and the loss-token mask."""
+        logits = self.model(**inputs, use_cache=False).logits[:, :-1].float()
+        labels = labels[:, 1:].to(logits.device)
+        losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
+        mask = labels != IGNORE
+        return (losses * mask).sum(1) / mask.sum(1).clamp_min(1), mask
+
+    def answers_alone(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Each row's loss tokens with nothing before them but BOS (when the tokenizer has one), right-padded, as
+        model inputs and labels."""
+        bos = getattr(self.processing_class, "bos_token_id", None)
+        pad = self.processing_class.pad_token_id if self.processing_class.pad_token_id is not None else 0
+        rows = [ids[labels != IGNORE] for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True)]
+        rows = [torch.cat([ids.new_tensor([bos]), ids]) if bos is not None else ids for ids in rows]
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long, device=batch["input_ids"].device)
+        labels = torch.full_like(input_ids, IGNORE)
+        attention = torch.zeros_like(input_ids)
+        first = 1 if bos is not None else 0  # BOS is context, not an answer token
+        for i, ids in enumerate(rows):
+            input_ids[i, : len(ids)] = ids
+            labels[i, first : len(ids)] = ids[first:]
+            attention[i, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention}, labels
 
     def keep_top(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The rows of `batch` (this process's share of the draw) in the global top 1/k, without their reference."""

@@ -60,6 +60,10 @@ class OnlineConfig:
     batch_ratio: int | None = field(
         default=None, metadata={"help": "With `every: batch`: rows drawn per row trained (k, at least 2)."}
     )
+    batch_score: Literal["loss", "ifd"] = field(
+        default="loss", metadata={"help": "With `every: batch`: `loss` (each row's training loss) or `ifd` (that "
+                                  "loss over the loss of its answer tokens alone)."}
+    )
     batch_reference: str | None = field(
         default=None, metadata={"help": "With `every: batch`: an expression over the candidates' columns subtracted "
                                 "from each row's training loss (RHO-LOSS: the irreducible loss)."}
@@ -98,9 +102,7 @@ class OnlineConfig:
             problems.append("online.every_steps: only read with `every: steps`; set that or remove every_steps")
         if self.every == "batch":
             return problems + self.batch_problems()
-        for name in ("batch_ratio", "batch_reference"):
-            if getattr(self, name) is not None:
-                problems.append(f"online.{name}: only read with `every: batch`; set that or remove {name}")
+        problems += self.rounds_only()
         if self.select is None:
             return [*problems, "online.select: required: the `select:` block each round runs (budget included)"]
         if self.mix == "adaptive" and self.select.mix is None:
@@ -123,3 +125,10 @@ class OnlineConfig:
         if self.mix != "fixed":
             problems.append("online.mix: only read by rounds (`every: epoch|steps`); remove it")
         return problems
+
+    def rounds_only(self) -> list[str]:
+        """The per-batch options set on a round-based config."""
+        return [f"online.{name}: only read with `every: batch`; set that or remove {name}"
+                for name in ("batch_ratio", "batch_reference") if getattr(self, name) is not None] + (
+            ["online.batch_score: only read with `every: batch`; set that or remove batch_score"]
+            if self.batch_score != "loss" else [])
