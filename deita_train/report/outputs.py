@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasets import Dataset, load_from_disk
 
 from deita_train.errors import UserError
@@ -41,14 +43,12 @@ class RunOutputs:
     selected: Dataset | None = None  # selected/ (memory-mapped)
     trainer_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # sft/dpo -> trainer_state.json
     rounds: list[dict[str, Any]] = field(default_factory=list)  # online/round_<k>/round.json, by round
-    audit: pa.Table | None = None  # report/audit.parquet
+    audit: Path | None = None  # report/audit.parquet (read in batches: one row per pool record)
 
     @classmethod
     def read(cls, out: Path) -> RunOutputs:
         if not out.is_dir():
             raise NotAnOutputDir(f"{out}: no such folder; give the output_dir of a run")
-        import pyarrow.parquet as pq
-
         found = cls(
             out=out,
             run=read_json(out / "report" / "run.json") or {},
@@ -60,12 +60,24 @@ class RunOutputs:
                             if (state := read_json(out / stage / "trainer_state.json")) is not None},
             rounds=sorted((read_json(path) for path in (out / "online").glob("round_*/round.json")),
                           key=lambda summary: summary["round"]),
-            audit=pq.read_table(out / "report" / AUDIT) if (out / "report" / AUDIT).is_file() else None,
+            audit=out / "report" / AUDIT if (out / "report" / AUDIT).is_file() else None,
         )
         if not (found.run or found.selection or found.synth or found.scored is not None or found.trainer_states):
             raise NotAnOutputDir(f"{out}: holds no output of a deita-train run (no report/run.json, selection.json, "
                                  "scored/, synth/ or trainer state); give the recipe's output_dir")
         return found
+
+    def rejected(self, rows: int = 10_000) -> list[dict[str, Any]]:
+        """The first `rows` audited pool rows that were not selected (records skipped at load left out), read batch
+        by batch: a 10M-row audit is never held whole."""
+        found: list[dict[str, Any]] = []
+        for batch in pq.ParquetFile(self.audit).iter_batches(batch_size=rows, columns=["id", "reason", "detail",
+                                                                                       "rank"]):
+            keep = pc.and_(pc.is_valid(batch.column("id")), pc.is_null(batch.column("rank")))
+            found += pa.Table.from_batches([batch]).filter(keep).to_pylist()
+            if len(found) >= rows:
+                break
+        return found[:rows]
 
     def selected_ids(self) -> np.ndarray | None:
         """Pool ids of the selected rows, in selection order."""

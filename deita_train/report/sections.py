@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from deita_train.report import figures
 from deita_train.report.columns import column_array, column_kind, numeric_columns, per_sample
@@ -276,8 +275,7 @@ def rejected_rows(outputs: RunOutputs) -> list[list[Any]]:
     reason and conversation (from report/audit.parquet; records skipped at load have no conversation)."""
     if outputs.audit is None or outputs.scored is None:
         return []
-    audit = outputs.audit.filter(pc.is_valid(outputs.audit.column("id")))
-    audit = audit.filter(pc.is_null(audit.column("rank"))).slice(0, 10_000).to_pylist()
+    audit = outputs.rejected()
     firsts = {row["reason"]: row for row in reversed(audit)}  # the first row of each reason
     picked = sorted(firsts.values(), key=lambda row: row["id"])[:5]
     picked += [row for row in audit if row not in picked][: 5 - len(picked)]
