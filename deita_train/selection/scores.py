@@ -57,17 +57,21 @@ def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     rows = np.asarray(rows, dtype=np.int64)  # an indices table holds uint64: mixed with int64, numpy gives floats
     batches = table.to_batches()
     starts = np.cumsum([0] + [batch.num_rows for batch in batches])
-    owner = np.searchsorted(starts, rows, side="right") - 1
-    order = np.argsort(owner, kind="stable")
-    grouped_rows, grouped_owner = rows[order], owner[order]
-    bounds = np.searchsorted(grouped_owner, np.arange(len(batches) + 1))  # each chunk's run in the sorted rows
+    if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()):  # a filter's rows: each chunk's run found directly
+        grouped_rows, order = rows, None
+        bounds = np.searchsorted(rows, starts)
+    else:
+        owner = np.searchsorted(starts, rows, side="right") - 1
+        order = np.argsort(owner, kind="stable")
+        grouped_rows = rows[order]
+        bounds = np.searchsorted(owner[order], np.arange(len(batches) + 1))  # each chunk's run in the sorted rows
     mappings, parts = arrow_file_mappings(), []
     for count, chunk in enumerate(np.flatnonzero(np.diff(bounds)), start=1):
         parts.append(batches[chunk].take(pa.array(grouped_rows[bounds[chunk]:bounds[chunk + 1]] - starts[chunk])))
         if count % RELEASE_EVERY == 0:  # the rows taken are copies: hand the mapped pages read so far back
             release(mappings)
     gathered = pa.Table.from_batches(parts, schema=table.schema)
-    if np.array_equal(order, np.arange(len(rows))):
+    if order is None:
         return gathered
     return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
