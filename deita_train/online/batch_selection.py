@@ -32,6 +32,7 @@ from trl import SFTTrainer
 from deita_train.online.config import OnlineConfig
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.scores import sample_scores
+from deita_train.training.carried_columns import FloatColumnCollator, with_column
 
 IGNORE = -100
 REFERENCE = "batch_reference"
@@ -49,20 +50,6 @@ def with_reference(rows: Dataset, expression: str) -> Dataset:
     return rows.add_column(REFERENCE, values.tolist())
 
 
-class ReferenceCollator:
-    """Wraps a collator: collates the rows without `batch_reference`, then adds it (one float per row)."""
-
-    def __init__(self, collate) -> None:
-        self.collate = collate
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        if not rows or REFERENCE not in rows[0]:
-            return self.collate(rows)
-        batch = self.collate([{k: v for k, v in row.items() if k != REFERENCE} for row in rows])
-        batch[REFERENCE] = torch.tensor([row[REFERENCE] for row in rows], dtype=torch.float32)
-        return batch
-
-
 class BatchSelectingSFTTrainer(SFTTrainer):
     """An `SFTTrainer` whose data loader draws k x the batch, of which each step trains on the top 1/k."""
 
@@ -70,14 +57,13 @@ class BatchSelectingSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.ratio = online.batch_ratio
         self.ifd = online.batch_score == "ifd"
-        self.data_collator = ReferenceCollator(self.data_collator)
+        self.data_collator = FloatColumnCollator(self.data_collator, REFERENCE)
         self.batch_metrics: dict[str, list[float]] = {"drawn": [], "kept": [], "cut": [], "kept_mean": []}
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep `batch_reference` when the Trainer removes the columns the model does not take."""
         super()._set_signature_columns_if_needed()
-        if REFERENCE not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, REFERENCE]
+        self._signature_columns = with_column(self._signature_columns, REFERENCE)
 
     def get_train_dataloader(self):
         """The Trainer's loader, drawing `batch_ratio` times the per-device batch."""

@@ -2,7 +2,7 @@
 (evaluated like a select score: `selection/scores.py`), normalized to mean 1 over the rows given to the trainer.
 
 The weight travels with its row as a `sample_weight` column: TRL's dataset preparation keeps extra columns, the
-Trainer keeps it among the signature columns, and `WeightCollator` turns it into one float per row before TRL's
+Trainer keeps it among the signature columns, and `FloatColumnCollator` turns it into one float per row before TRL's
 collator sees the rows. The loss stays TRL's own: `compute_loss` hands TRL the model wrapped so that the per-token
 log-probabilities of its fused LM head come back weighted (`weigh`), and TRL reduces them as always.
 
@@ -28,6 +28,7 @@ from datasets import Dataset
 
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.scores import sample_scores
+from deita_train.training.carried_columns import FloatColumnCollator, with_column
 from deita_train.training.preconditions import sample_weight_problems
 
 WEIGHT = "sample_weight"
@@ -67,20 +68,6 @@ def with_weights(trainer_class: Callable[..., Any], mixin: type) -> Callable[...
     return type(f"Weighted{trainer_class.__name__}", (mixin, trainer_class), {})
 
 
-class WeightCollator:
-    """Wraps a collator: collates the rows without `sample_weight`, then adds their weights (one float per row)."""
-
-    def __init__(self, collate: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
-        self.collate = collate
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        if not rows or WEIGHT not in rows[0]:
-            return self.collate(rows)
-        batch = self.collate([{k: v for k, v in row.items() if k != WEIGHT} for row in rows])
-        batch[WEIGHT] = torch.tensor([row[WEIGHT] for row in rows], dtype=torch.float32)
-        return batch
-
-
 class WeightedForward:
     """`model`, whose fused-LM-head outputs come back with `log_probs` as `weigh(log_probs, forward kwargs)`."""
 
@@ -105,13 +92,12 @@ class WeightedLoss:
         if parallel is not None and (parallel.sp_enabled or parallel.cp_enabled):
             raise ValueError("sample_weight: not with sequence or context parallelism, whose loss does not come from "
                              "the per-token log-probabilities it weighs")
-        self.data_collator = WeightCollator(self.data_collator)
+        self.data_collator = FloatColumnCollator(self.data_collator, WEIGHT)
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep `sample_weight` when the Trainer removes the columns the model does not take."""
         super()._set_signature_columns_if_needed()
-        if WEIGHT not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, WEIGHT]
+        self._signature_columns = with_column(self._signature_columns, WEIGHT)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if WEIGHT not in inputs:
