@@ -26,6 +26,21 @@ def run(out, tiny_model, *overrides) -> int:
     return main(["run", RECIPE, f"output_dir={out}", f"model.name_or_path={tiny_model}", *BATCH, *overrides])
 
 
+def kept_batches(monkeypatch) -> list[tuple[dict, dict]]:
+    """Every (drawn batch, kept batch) pair `keep_top` sees from now on, the drawn one copied before selection."""
+    seen = []
+    original = BatchSelectingSFTTrainer.keep_top
+
+    def recording(self, batch):
+        drawn = {name: value.clone() for name, value in batch.items() if torch.is_tensor(value)}
+        kept = original(self, batch)
+        seen.append((drawn, kept))
+        return kept
+
+    monkeypatch.setattr(BatchSelectingSFTTrainer, "keep_top", recording)
+    return seen
+
+
 def losses(model, batch) -> torch.Tensor:
     """Each row's mean loss-token NLL, computed here without the trainer."""
     with torch.no_grad():
@@ -38,15 +53,7 @@ def losses(model, batch) -> torch.Tensor:
 
 def test_each_step_trains_the_top_third_of_its_draw(tmp_path, tiny_model, monkeypatch):
     monkeypatch.chdir(REPO)
-    seen = []
-    original = BatchSelectingSFTTrainer.keep_top
-
-    def recording(self, batch):
-        kept = original(self, batch)
-        seen.append(({name: value.clone() for name, value in batch.items() if torch.is_tensor(value)}, kept))
-        return kept
-
-    monkeypatch.setattr(BatchSelectingSFTTrainer, "keep_top", recording)
+    seen = kept_batches(monkeypatch)
     assert run(tmp_path, tiny_model, "sft.learning_rate=0.0") == 0  # weights stay: scores are the first model's
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     # 48 rows, 5 with no assistant token left at max_length (TRL drops them): draws of 12, 12, 12, 7
@@ -71,15 +78,7 @@ def test_rho_loss_inside_each_batch_subtracts_the_reference(tmp_path, tiny_model
     for i, row in enumerate(rows):
         row["reference_loss"] = [float(i % 5)]  # per-turn, like the `loss` scorer's column
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    seen = []
-    original = BatchSelectingSFTTrainer.keep_top
-
-    def recording(self, batch):
-        kept = original(self, batch)
-        seen.append(({name: value.clone() for name, value in batch.items() if torch.is_tensor(value)}, kept))
-        return kept
-
-    monkeypatch.setattr(BatchSelectingSFTTrainer, "keep_top", recording)
+    seen = kept_batches(monkeypatch)
     assert run(tmp_path / "out", tiny_model, "sft.learning_rate=0.0", f"pool.0.path={tmp_path / 'pool.jsonl'}",
                "online={every: batch, batch_ratio: 3, batch_reference: 'sum(reference_loss)'}") == 0
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
@@ -95,15 +94,7 @@ def test_ifd_per_batch_is_the_loss_over_the_answer_tokens_alone(tmp_path, tiny_m
     """`batch_score: ifd`: the kept rows are the top third by each row's loss over its loss tokens' loss read alone
     after BOS, computed here one row at a time, unpadded."""
     monkeypatch.chdir(REPO)
-    seen = []
-    original = BatchSelectingSFTTrainer.keep_top
-
-    def recording(self, batch):
-        kept = original(self, batch)
-        seen.append(({name: value.clone() for name, value in batch.items() if torch.is_tensor(value)}, kept))
-        return kept
-
-    monkeypatch.setattr(BatchSelectingSFTTrainer, "keep_top", recording)
+    seen = kept_batches(monkeypatch)
     assert run(tmp_path, tiny_model, "sft.learning_rate=0.0", "online={every: batch, batch_ratio: 3, batch_score: ifd}") == 0
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     bos = AutoTokenizer.from_pretrained(tiny_model).bos_token_id
