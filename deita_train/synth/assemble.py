@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,8 @@ def merged_counts(stats: list[dict[str, Any]]) -> dict[str, Any]:
 def provenance(generate: Any, config: SynthConfig) -> dict[str, Any]:
     """Model, backend, template and sampling that made every row (also written on each row)."""
     return {"model": config.generator.model, "backend": config.generator.backend,
-            "pre_query_template": config.pre_query_template, "sampling": generate.identity()["instruction"],
-            "response_sampling": generate.identity()["response"], "seed": generate.seed}
+            "pre_query_template": config.pre_query_template, "sampling": asdict(config.instruction),
+            "response_sampling": asdict(config.response), "seed": generate.seed}
 
 
 def mark_repeats(table: pa.Table, config: SynthConfig) -> tuple[pa.Table, dict[str, Any]]:

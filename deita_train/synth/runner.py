@@ -46,9 +46,10 @@ class SynthShards:
     def __init__(self, root: Path, config: SynthConfig, seed: int) -> None:
         self.root, self.ranges = root, shard_ranges(config)
         self.phases = phases(config, seed)
-        generate = self.phases[0].identity()
-        self.generate_keys = [digest({"code": CODE_VERSION, "generate": generate, "shard": i, "ids": [r.start, r.stop]})
-                              for i, r in enumerate(self.ranges)]
+        # each phase's identity once: it reads the model files' identities (sampled hashes), the same for every shard
+        self.identities = {phase.name: digest(phase.identity()) for phase in self.phases}
+        self.generate_keys = [digest({"code": CODE_VERSION, "generate": self.identities["generate"], "shard": i,
+                                      "ids": [r.start, r.stop]}) for i, r in enumerate(self.ranges)]
 
     def store(self, phase: Phase) -> ShardStore:
         return ShardStore(self.root / phase.name)
@@ -56,7 +57,7 @@ class SynthShards:
     def key(self, phase: Phase, shard: int) -> str:
         if phase.name == "generate":
             return self.generate_keys[shard]
-        return digest({"code": CODE_VERSION, "phase": phase.identity(), "rows": self.generate_keys[shard]})
+        return digest({"code": CODE_VERSION, "phase": self.identities[phase.name], "rows": self.generate_keys[shard]})
 
     def input_rows(self, phase: Phase, shard: int) -> pa.Table:
         """What `phase` reads for a shard: its ids (generate), else the generated rows that were kept."""
