@@ -1,7 +1,8 @@
 """Pools of millions of rows: time and peak RSS of each command of our path beside the plain-`datasets` anchor.
 
 Each measured step runs in a fresh process; its peak RSS is the largest resident set of any one process of it (the
-command and its `map` workers, or each process of a launch), read with `getrusage(RUSAGE_CHILDREN)`.
+command and its `map` workers, or each process of a launch), read with `getrusage(RUSAGE_CHILDREN)`. Our (a), the
+anchor and each (b) start from their own emptied datasets cache (`<work>/cache-*`): each loads its pool cold.
 
     (a) an Alpaca-like JSONL pool with the `length` scorer (a GPT-2 tokenizer) and `top_k` 10,000:
         ours: `deita-train score`, then `deita-train select` (per command);
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -80,11 +83,12 @@ def generate(path: Path, rows: int, with_scores: bool, seed: int = 0) -> Path:
     return path
 
 
-def measure(command: list[str]) -> dict[str, float]:
+def measure(command: list[str], cache: Path) -> dict[str, float]:
     """Wall seconds and peak RSS (GiB) of the largest process of `command`, run under a fresh wrapper process so
-    that no earlier step's peak is counted."""
+    that no earlier step's peak is counted, with `cache` as its datasets cache."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "wrap", *command], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "wrap", *command], capture_output=True, text=True,
+                          env=os.environ | {"HF_DATASETS_CACHE": str(cache)})
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -104,9 +108,16 @@ def wrap(command: list[str]) -> None:
     print(json.dumps(steps | {"peak_rss_gib": round(peak, 2)}))
 
 
-def run_alone(args: list[str]) -> dict[str, float]:
+def run_alone(args: list[str], cache: Path) -> dict[str, float]:
     """`python bench/pool.py <args>` measured in a fresh process."""
-    return measure([sys.executable, __file__, *args])
+    return measure([sys.executable, __file__, *args], cache)
+
+
+def empty_cache(path: Path) -> Path:
+    """A datasets cache folder emptied, so that the next command loads its pool cold."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def anchor(data: Path, tokenizer: str, out: Path, budget: int) -> None:
@@ -198,26 +209,28 @@ def main() -> None:
     if "a" not in args.skip:
         a = recipe(args.work / "a.yaml", args.work / "a_out", small, {"strategy": "top_k", "score": "length",
                    "budget": args.budget}, {"length": {"type": "length"}}, tokenizer)
-        figures["a: ours, score"] = measure(deita("score", a, "--force"))
-        figures["a: ours, select"] = measure(deita("select", a, "--force"))
+        cache = empty_cache(args.work / "cache-a")
+        figures["a: ours, score"] = measure(deita("score", a, "--force"), cache)
+        figures["a: ours, select"] = measure(deita("select", a, "--force"), cache)
         if args.processes > 1:  # both on the cached pool, into fresh output folders (no shard reused)
             figures["a: ours, score, pool cached, 1 process"] = measure(
-                deita("score", a, f"output_dir={args.work / 'a1_out'}", "--force"))
+                deita("score", a, f"output_dir={args.work / 'a1_out'}", "--force"), cache)
             launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes",
                       str(args.processes), "-m", "deita_train", "score", str(a), f"output_dir={args.work / 'a2_out'}",
                       "--force"]
-            figures[f"a: ours, score, pool cached, {args.processes} processes"] = measure(launch)
+            figures[f"a: ours, score, pool cached, {args.processes} processes"] = measure(launch, cache)
     if "anchor" not in args.skip:
         figures["a: anchor"] = run_alone(["anchor", str(small), tokenizer, str(args.work / "anchor_out"),
-                                          str(args.budget)])
+                                          str(args.budget)], empty_cache(args.work / "cache-anchor"))
     select = {"strategy": "top_k", "score": "quality", "budget": args.budget, "filters": ["length > 10"]}
     for rows in ([args.rows, args.big_rows] if "b" not in args.skip else []):
         data = generate(args.work / f"scored_{rows}.parquet", rows, with_scores=True)
         b = recipe(args.work / f"b_{rows}.yaml", args.work / f"b_{rows}_out", data, select, None, None)
-        figures[f"b: {rows:,} rows, load + filter + top_k + save"] = measure(deita("run", b, "--force"))
+        cache = empty_cache(args.work / f"cache-b-{rows}")
+        figures[f"b: {rows:,} rows, load + filter + top_k + save"] = measure(deita("run", b, "--force"), cache)
         if rows == args.big_rows and "c" not in args.skip:
             second = deita("select", b, f"select.budget={args.budget * 2}")
-            figures[f"c: {rows:,} rows, a second select"] = measure(second)
+            figures[f"c: {rows:,} rows, a second select"] = measure(second, cache)
 
 
 if __name__ == "__main__":

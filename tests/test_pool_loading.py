@@ -133,6 +133,22 @@ def test_worker_processes_give_the_same_rows(tmp_path, monkeypatch):
                                               "problem": "field 'instruction' is empty"}]
 
 
+def test_worker_processes_leave_tokenizers_parallel(tmp_path, monkeypatch):
+    """datasets sets TOKENIZERS_PARALLELISM=false for its `map` workers and leaves it set in the C environment,
+    where this process's Rust tokenizers read it; loading a pool puts it back as it was."""
+    import ctypes
+
+    getenv = ctypes.CDLL(None).getenv
+    getenv.restype = ctypes.c_char_p
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(jsonl(ALPACA * 20))
+    monkeypatch.setattr(canonical, "MIN_ROWS_FOR_PROCESSES", 1)
+    monkeypatch.setattr(canonical, "MAX_PROCESSES", 2)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    load_sources([SourceConfig(path=str(path))], seed=0)
+    assert "TOKENIZERS_PARALLELISM" not in os.environ and getenv(b"TOKENIZERS_PARALLELISM") is None
+
+
 @pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz"])
 def test_blank_lines_keep_source_row_as_the_line(tmp_path, name, map_spy):
     data = b"\n" + jsonl(ALPACA[:3]) + b" \t\r\n\n" + jsonl(ALPACA[3:5]) + b"\n\n" + json.dumps(ALPACA[5]).encode()

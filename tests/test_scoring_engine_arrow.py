@@ -79,7 +79,8 @@ def recorder_config(size: int = 4) -> dict[str, ScorerConfig]:
 
 
 def plan(pool: Dataset, size: int = 4) -> list[engine.Shard]:
-    return plan_shards(pool, length_order(scan_pool(pool)[1]), Recorder(ScorerConfig("recorder", size), ScoringContext()))
+    lengths = scan_pool(pool)[1]
+    return plan_shards(pool, lengths, length_order(lengths), Recorder(ScorerConfig("recorder", size), ScoringContext()))
 
 
 def test_arrow_lengths_equal_the_python_estimate_on_real_rows(real_pool, monkeypatch):
@@ -150,7 +151,8 @@ def test_score_pool_never_materializes_the_pool(real_pool, recorder, tmp_path, m
     monkeypatch.setattr(Dataset, "to_list", recorded_to_list)
     monkeypatch.setattr(Dataset, "__getitem__", recorded_getitem)
     score_pool(real_pool, recorder_config(size=5), ScoringContext(), tmp_path / "scored")
-    assert sizes and max(sizes) <= 5 and sum(sizes) == len(real_pool) and columns == []
+    given = [len(batch) for batch in recorder.batches]  # Python records exist for one shard at a time
+    assert max(given) <= 5 and sum(given) == len(real_pool) and sizes == [] and columns == []
 
 
 def test_cache_keys_follow_the_rows_content(real_pool):
@@ -180,3 +182,43 @@ def test_the_scored_pool_keeps_its_memory_mapped_source_folder_clean(real_pool, 
     before = sorted(p.name for p in Path(real_pool.cache_files[0]["filename"]).parent.iterdir())
     score_pool(real_pool, recorder_config(), ScoringContext(), tmp_path / "scored")
     assert sorted(p.name for p in Path(real_pool.cache_files[0]["filename"]).parent.iterdir()) == before
+
+
+def test_length_scorer_counts_the_same_on_arrow_as_on_records(real_pool, tiny_model, tmp_path):
+    """`score_table` (Arrow, all messages in one call) equals `score_batch` (Python turns), on real and chunked rows,
+    a conversation whose last user message is unanswered, and a tokenizer.json that ships truncation and padding."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    tokenizer.backend_tokenizer.enable_truncation(3)
+    tokenizer.backend_tokenizer.enable_padding(length=64)
+    tokenizer.save_pretrained(str(tmp_path / "truncating"))
+    length = engine.SCORERS.get("length", "test")
+    scorer = length(length.config_class(type="length", model=str(tmp_path / "truncating")), ScoringContext())
+    scorer.load()
+    dangling = {"id": 99, "messages": [*CONVERSATIONS[0], {"role": "user", "content": "and then?"}]}
+    table = pa.Table.from_pylist([*real_pool.to_list(), dangling], schema=real_pool.data.table.schema)
+    chunked = pa.concat_tables([table.slice(3, 20), table.slice(30)])
+    for rows in (table, chunked, table.slice(0, 0)):
+        assert scorer.score_table(rows) == scorer.score_batch(rows.to_pylist())
+    counts = scorer.score_table(table)
+    plain = AutoTokenizer.from_pretrained(str(tiny_model))
+    user, answer = (message["content"] for message in real_pool[0]["messages"])
+    assert counts[0].value == [float(sum(len(plain(text, add_special_tokens=False)["input_ids"])
+                                         for text in (user, answer)))]
+    assert counts[-1].value == counts[len(real_pool) - 3].value  # the unanswered last turn is no turn
+
+
+def test_shards_are_read_in_groups_and_score_the_same(real_pool, recorder, tmp_path, monkeypatch):
+    """However many shards one pass over the pool gathers, each shard gets its own rows: same keys, same scores."""
+    assert [list(range(len(c))[g]) for c in ([5, 5, 5], []) for g in engine.gather_groups(c)] == [[0, 1, 2]]
+    monkeypatch.setattr(engine, "GATHER_CHARS", 12)
+    assert list(engine.gather_groups([5, 5, 30, 1, 1, 12])) == [slice(0, 2), slice(2, 3), slice(3, 5), slice(5, 6)]
+    monkeypatch.setattr(engine, "GATHER_CHARS", 1)
+    alone, _ = score_pool(real_pool, recorder_config(size=3), ScoringContext(), tmp_path / "alone" / "scored")
+    alone_batches = recorder.batches[:]
+    monkeypatch.setattr(engine, "GATHER_CHARS", 10**9)
+    together, _ = score_pool(real_pool, recorder_config(size=3), ScoringContext(), tmp_path / "together" / "scored")
+    assert recorder.batches[len(alone_batches):] == alone_batches == [
+        [real_pool[int(p)]["id"] for p in shard.positions] for shard in plan(real_pool, 3)]
+    assert together.data.table.equals(alone.data.table)

@@ -73,7 +73,7 @@ def test_take_rows_equals_arrow_take_without_joining_chunks():
     """Chunk by chunk: same rows as `Table.take`, in any order, with repeats, across empty and uneven chunks."""
     import pyarrow as pa
 
-    from deita_train.selection.scores import take_rows
+    from deita_train.data.arrow_rows import take_rows
 
     rng = np.random.default_rng(0)
     sizes = [3, 0, 5, 1, 7]

@@ -24,6 +24,7 @@ from datasets import Dataset, Features, List, Value
 from deita_train.data.config import SourceConfig
 from deita_train.data.conversation import RecordError
 from deita_train.data.formats import CANONICAL_COLUMNS, STRUCTURE_FIELDS, adapt
+from deita_train.data.map_environment import tokenizers_parallelism_kept
 from deita_train.data.mapped_pages import arrow_file_mappings, release
 from deita_train.data.progress import WATCHED_ROWS, progress_bars
 from deita_train.data.reading import RawSource, source_file
@@ -156,7 +157,7 @@ def canonicalize(raw: RawSource, source: SourceConfig, seed: int, preference: bo
     kept = {name: as_string(feature) for name, feature in dataset.features.items() if name not in removed}
     features = Features(kept | canonical_features(preference, has_id) | {PROBLEM: Value("string")})
     shown, processes = source_file(source), processes_for(len(dataset))
-    with progress_bars(len(dataset) >= WATCHED_ROWS):
+    with progress_bars(len(dataset) >= WATCHED_ROWS), tokenizers_parallelism_kept():
         canonical = dataset.map(
             canonical_batch, batched=True, with_indices=True, remove_columns=removed, features=features,
             num_proc=processes if processes > 1 else None,

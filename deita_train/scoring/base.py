@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 
 from deita_train.registry import Registry
 from deita_train.scoring.config import ScorerConfig
@@ -75,6 +76,11 @@ class Scorer(ABC):
     @abstractmethod
     def score_batch(self, batch: list[Record]) -> list[Score]:
         """One Score per record, in order."""
+
+    def score_table(self, rows: pa.Table) -> list[Score]:
+        """One Score per row of `rows` (Arrow: `id`, `messages` and `fields`), in order: `score_batch` on them as
+        Python records. A scorer that computes on Arrow columns overrides this and skips the records."""
+        return self.score_batch(rows.to_pylist())
 
 
 SCORERS: Registry[Scorer] = Registry("scorer")

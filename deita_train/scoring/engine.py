@@ -6,8 +6,9 @@ For each scorer, in recipe order:
    scorer config, its model files and the Arrow content of the shard's rows;
 2. score: under `accelerate launch`, process r takes shards r, r + N, r + 2N, ... (a plan that does
    not depend on N, so any number of processes gives the same shards), skips finished ones, loads
-   the scorer once, reads one shard's rows at a time as Python records, calls `score_batch` on them
-   (the scorer batches by a token budget inside it) and writes each shard with its stats, done marker
+   the scorer once, reads one shard's rows at a time from the memory-mapped pool as an Arrow table,
+   calls `score_table` on it (Python records for `score_batch`, unless the scorer computes on Arrow;
+   the scorer batches by a token budget inside it) and writes each shard with its stats, done marker
    last (`cache.ShardStore`);
 3. merge (main process): every shard, in `id` order, becomes the column named by the recipe key
    (and `<key>_<extra>` inspection columns); a record a scorer could not score gets null there, and
@@ -19,6 +20,7 @@ Python objects: what grows with the pool is a few numpy integers per row (ids, l
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
+from deita_train.data.arrow_rows import arrow_table, take_row_sets
 from deita_train.processes import on_main_process, process_state
 from deita_train.scoring.base import Score, Scorer, ScoringContext
 from deita_train.scoring.cache import ShardStore, shard_keys, table_digest
@@ -39,6 +42,7 @@ from deita_train.scoring.scorers import SCORERS
 from deita_train.storage import save_dataset
 
 SCAN_ROWS = 10_000  # rows per Arrow batch when reading the pool's `id` and `messages` to plan the shards
+GATHER_CHARS = 32 * 2**20  # characters of content whose shards are read from the pool in one pass over it
 
 
 class ScoringInterrupted(KeyboardInterrupt):
@@ -51,10 +55,11 @@ class ScoringInterrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class Shard:
-    """Positions (into the pool) of one shard's records, and its cache key."""
+    """Positions (into the pool) of one shard's records, its cache key, and its records' content characters."""
 
     key: str
     positions: np.ndarray
+    chars: int
 
 
 def score_pool(
@@ -74,7 +79,7 @@ def score_pool(
     for column, config in scorers.items():
         scorer = SCORERS.get(config.type, f"score.{column}.type")(config, context)
         store = ShardStore(cache_root / config.type)
-        shards = plan_shards(pool, order, scorer, digests)
+        shards = plan_shards(pool, lengths, order, scorer, digests)
         reused = sum(store.done(shard.key) for shard in shards)
         state.wait_for_everyone()  # every process has seen what was finished before this run
         mine = shards[state.process_index :: state.num_processes]
@@ -124,51 +129,72 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     return np.argsort(-lengths, kind="stable")
 
 
-def plan_shards(pool: Dataset, order: np.ndarray, scorer: Scorer,
+def plan_shards(pool: Dataset, lengths: np.ndarray, order: np.ndarray, scorer: Scorer,
                 digests: dict[int, list[str]] | None = None) -> list[Shard]:
     """`order` cut every `shard_size`, each shard keyed by the scorer and the Arrow content of its rows.
 
+    `lengths` are the rows' content characters (`scan_pool`), which size the passes that read the shards' rows.
     `digests` keeps those contents' digests by shard size, so the next scorer with the same size reads no row.
     """
     size = scorer.config.shard_size
     if size <= 0:
         raise ValueError(f"score.<column>.shard_size: must be positive, got {size}")
     cuts = [order[start : start + size] for start in range(0, len(order), size)]
+    chars = [int(lengths[positions].sum()) for positions in cuts]
     digests = {} if digests is None else digests
     if size not in digests:
-        rows = pool.with_format("arrow")
-        digests[size] = [table_digest(rows[positions]) for positions in cuts]
+        rows = arrow_table(pool, set(pool.column_names))
+        digests[size] = [table_digest(table) for group in gather_groups(chars)
+                         for table in take_row_sets(rows, cuts[group])]
     keys = shard_keys(scorer.config, scorer.models(), digests[size])
-    return [Shard(key, positions) for key, positions in zip(keys, cuts, strict=True)]
+    return [Shard(*shard) for shard in zip(keys, cuts, chars, strict=True)]
+
+
+def gather_groups(chars: list[int]) -> Iterator[slice]:
+    """Runs of consecutive shards holding up to `GATHER_CHARS` characters of content (at least one shard each),
+    whose rows are read in one pass over the pool: a length-ordered shard holds rows from every record batch."""
+    start, total = 0, 0
+    for index, count in enumerate(chars):
+        if index > start and total + count > GATHER_CHARS:
+            yield slice(start, index)
+            start, total = index, 0
+        total += count
+    if start < len(chars):
+        yield slice(start, len(chars))
 
 
 def run_shards(scorer: Scorer, column: str, pool: Dataset, todo: list[Shard], store: ShardStore,
                show_progress: bool) -> None:
-    """Load the scorer once, score and write each unfinished shard (its rows read alone), free the scorer."""
+    """Load the scorer once, score and write each unfinished shard, free the scorer."""
     if not todo:
         return
     progress = tqdm(total=sum(len(s.positions) for s in todo), desc=f"score {column}", disable=not show_progress)
-    read = [name for name in ("id", "messages", *scorer.fields) if name in pool.column_names]
+    table = arrow_table(pool, {"id", "messages", *scorer.fields})
     scorer.load()
     try:
-        for shard in todo:
-            batch = pool.select(shard.positions).select_columns(read).to_list()
-            try:
-                scores = scorer.score_batch(batch)
-            except Exception as error:
-                error.add_note(f"score.{column} ({scorer.name}): while scoring the shard of records with ids "
-                               f"{[r['id'] for r in batch[:8]]}{' ...' if len(batch) > 8 else ''}")
-                raise
-            if len(scores) != len(batch):
-                raise RuntimeError(f"scorer {scorer.name} returned {len(scores)} scores for {len(batch)} records")
-            store.write(shard.key, shard_table([r["id"] for r in batch], scores, scorer.per_turn),
-                        {"records": len(batch), **summarize(scores)})
-            progress.update(len(batch))
+        for group in gather_groups([shard.chars for shard in todo]):
+            for shard, rows in zip(todo[group], take_row_sets(table, [s.positions for s in todo[group]]), strict=True):
+                score_shard(scorer, column, shard, rows, store)
+                progress.update(rows.num_rows)
     finally:
         scorer.close()
         progress.close()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # hand the freed scorer's memory back before the next scorer or training
+
+
+def score_shard(scorer: Scorer, column: str, shard: Shard, rows: pa.Table, store: ShardStore) -> None:
+    """Score one shard's `rows` and write them with their stats."""
+    ids = rows.column("id").to_pylist()
+    try:
+        scores = scorer.score_table(rows)
+    except Exception as error:
+        error.add_note(f"score.{column} ({scorer.name}): while scoring the shard of records with ids "
+                       f"{ids[:8]}{' ...' if len(ids) > 8 else ''}")
+        raise
+    if len(scores) != len(ids):
+        raise RuntimeError(f"scorer {scorer.name} returned {len(scores)} scores for {len(ids)} records")
+    store.write(shard.key, shard_table(ids, scores, scorer.per_turn), {"records": len(ids), **summarize(scores)})
 
 
 def value_array(values: list[Any], per_turn: bool) -> pa.Array:

@@ -26,9 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset
 
+from deita_train.data.arrow_rows import arrow_table
 from deita_train.selection.base import Strategy
 from deita_train.selection.decontaminate import Contamination
-from deita_train.selection.scores import arrow_column, arrow_table
+from deita_train.selection.scores import arrow_column
 from deita_train.storage import atomic_file
 
 POOL_COLUMNS = ("id", "source_file", "source_row")

@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
+from deita_train.data.arrow_rows import arrow_table, take_rows
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.config import DecontaminateConfig, EmbeddingMatchConfig
 from deita_train.selection.eval_prompts import eval_prompts
-from deita_train.selection.scores import arrow_table, take_rows
 
 logger = logging.getLogger(__name__)
 

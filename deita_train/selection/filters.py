@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from deita_train.data.arrow_rows import arrow_table
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.expressions import Expression
-from deita_train.selection.scores import arrow_table
 
 
 def compile_filters(filters: list[str], key: str = "select.filters") -> list[Expression]:

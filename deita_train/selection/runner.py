@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from datasets.table import InMemoryTable
 
+from deita_train.data.arrow_rows import arrow_table, take_rows
 from deita_train.errors import UserError
 from deita_train.selection.audit import audit_trail, check_against_funnel, write_audit
 from deita_train.selection.base import Strategy
@@ -51,7 +52,7 @@ from deita_train.selection.config import SelectConfig
 from deita_train.selection.decontaminate import Contamination, find_contamination
 from deita_train.selection.filters import apply_filters
 from deita_train.selection.mix import MixedStrategy, build_strategy
-from deita_train.selection.scores import arrow_column, arrow_table, take_rows
+from deita_train.selection.scores import arrow_column
 from deita_train.storage import save_dataset, write_json
 
 logger = logging.getLogger(__name__)

@@ -13,12 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from deita_train.data.mapped_pages import arrow_file_mappings, release
+from deita_train.data.arrow_rows import arrow_table
 from deita_train.recipe.errors import RecipeError
 from deita_train.registry import did_you_mean
 from deita_train.selection.expressions import NUMBERS, Expression
-
-RELEASE_EVERY = 256  # record batches taken between two hand-backs of the mapped pages
 
 
 def sample_scores(scored: Dataset, expression: str, key: str = "select.score") -> np.ndarray:
@@ -35,45 +33,6 @@ def sample_scores(scored: Dataset, expression: str, key: str = "select.score") -
                                f"(row {row})"])
         scores[~result.null] = value.data
     return scores
-
-
-def arrow_table(dataset: Dataset, columns: set[str]) -> pa.Table:
-    """The dataset's `columns` that exist, in the dataset's column order (at least one: the first column when none
-    does, so that the table has the dataset's rows), as an Arrow table in its row order (indices mappings applied)."""
-    names = [name for name in dataset.column_names if name in columns] or dataset.column_names[:1]
-    table = dataset.data.table.select(names)
-    # `Dataset.select` keeps its rows as an indices table (datasets has no public accessor for it). Applied with one
-    # Arrow `take`: datasets' own `[:]` gathers row by row (a Python int and a record batch per row: ~1 KB per row).
-    indices = dataset._indices
-    return table if indices is None else take_rows(table, indices.column(0).to_numpy())
-
-
-def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """`table.take(rows)` chunk by chunk: Arrow's own `take` joins a column's chunks first, which overflows 32-bit
-    offsets past 2 GiB of text in a pool of millions of rows. Rows in ascending order (a filter's) stay chunked; any
-    other order is restored with one `take` over the (small) gathered rows. Every `RELEASE_EVERY` chunks the
-    memory-mapped pages read so far are handed back (`data/mapped_pages.py`), so random rows of a big pool do not
-    pile up in the process's resident memory."""
-    rows = np.asarray(rows, dtype=np.int64)  # an indices table holds uint64: mixed with int64, numpy gives floats
-    batches = table.to_batches()
-    starts = np.cumsum([0] + [batch.num_rows for batch in batches])
-    if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()):  # a filter's rows: each chunk's run found directly
-        grouped_rows, order = rows, None
-        bounds = np.searchsorted(rows, starts)
-    else:
-        owner = np.searchsorted(starts, rows, side="right") - 1
-        order = np.argsort(owner, kind="stable")
-        grouped_rows = rows[order]
-        bounds = np.searchsorted(owner[order], np.arange(len(batches) + 1))  # each chunk's run in the sorted rows
-    mappings, parts = arrow_file_mappings(), []
-    for count, chunk in enumerate(np.flatnonzero(np.diff(bounds)), start=1):
-        parts.append(batches[chunk].take(pa.array(grouped_rows[bounds[chunk]:bounds[chunk + 1]] - starts[chunk])))
-        if count % RELEASE_EVERY == 0:  # the rows taken are copies: hand the mapped pages read so far back
-            release(mappings)
-    gathered = pa.Table.from_batches(parts, schema=table.schema)
-    if order is None:
-        return gathered
-    return gathered.take(pa.array(np.argsort(order, kind="stable")))
 
 
 def arrow_column(dataset: Dataset, column: str) -> pa.Array:
