@@ -351,3 +351,21 @@ def test_the_line_reader_follows_field_types_across_batches(tmp_path):
     with pytest.raises(DataError, match=r"field 'score' is int64 in \S*a.jsonl \(line 2\) but string in \S*a.jsonl "
                                         r"\(line 2202\)"):
         load_sources([SourceConfig(path=str(path), on_error="skip")], seed=0)
+
+
+def test_cached_pool_is_the_canonical_files_moved_not_copied(tmp_path, monkeypatch):
+    """The entry holds the `map` workers' own Arrow files (no copy of the pool), in record batches of `BATCH_ROWS`;
+    a source with skipped rows is written once without them."""
+    monkeypatch.setattr(canonical, "MIN_ROWS_FOR_PROCESSES", 1)
+    monkeypatch.setattr(canonical, "MAX_PROCESSES", 2)
+    monkeypatch.setattr(canonical, "BATCH_ROWS", 7)
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(jsonl(ALPACA * 5))
+    pool, _ = load_sources([SourceConfig(path=str(path))], seed=0)
+    files = sorted({Path(f["filename"]).name for f in pool.cache_files})
+    assert files == [f"data-0000{i}.arrow" for i in range(min(os.cpu_count() or 1, 2))]
+    assert {batch.num_rows for batch in pool.data.table.to_batches()} <= {7, *range(1, 7)}
+    path.write_bytes(jsonl(ALPACA * 5) + b'{"instruction": "", "output": "x"}\n')
+    skipped, report = load_sources([SourceConfig(path=str(path), on_error="skip")], seed=0)
+    assert [Path(f["filename"]).name for f in skipped.cache_files] == ["data-00000.arrow"]
+    assert skipped.to_list() == pool.to_list() and len(report.sources[0].skipped) == 1

@@ -9,7 +9,8 @@ from datasets import Dataset
 
 from deita_train.data.mapped_pages import arrow_file_mappings, release
 
-RELEASE_EVERY = 256  # record batches taken between two hand-backs of the mapped pages
+RELEASE_BYTES = 256 * 2**20  # pages (at most) mapped by a `take_rows` between two hand-backs
+FAULT_AROUND = 64 * 2**10  # pages the kernel maps around a page fault (Linux's fault_around_bytes)
 
 
 def arrow_table(dataset: Dataset, columns: set[str]) -> pa.Table:
@@ -26,9 +27,10 @@ def arrow_table(dataset: Dataset, columns: set[str]) -> pa.Table:
 def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     """`table.take(rows)` chunk by chunk: Arrow's own `take` joins a column's chunks first, which overflows 32-bit
     offsets past 2 GiB of text in a pool of millions of rows. Rows in ascending order (a filter's) stay chunked; any
-    other order is restored with one `take` over the (small) gathered rows. Every `RELEASE_EVERY` chunks the
-    memory-mapped pages read so far are handed back (`data/mapped_pages.py`), so random rows of a big pool do not
-    pile up in the process's resident memory."""
+    other order is restored with one `take` over the (small) gathered rows. Each time the pages read may reach
+    `RELEASE_BYTES` (a record batch's buffers, or `FAULT_AROUND` per row and column taken from it, whichever is
+    less), and at the end, the memory-mapped pages read so far are handed back (`data/mapped_pages.py`): random rows
+    of a big pool do not pile up in the process's resident memory."""
     rows = np.asarray(rows, dtype=np.int64)  # an indices table holds uint64: mixed with int64, numpy gives floats
     batches = table.to_batches()
     starts = np.cumsum([0] + [batch.num_rows for batch in batches])
@@ -40,11 +42,14 @@ def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
         order = np.argsort(owner, kind="stable")
         grouped_rows = rows[order]
         bounds = np.searchsorted(owner[order], np.arange(len(batches) + 1))  # each chunk's run in the sorted rows
-    mappings, parts = arrow_file_mappings(), []
-    for count, chunk in enumerate(np.flatnonzero(np.diff(bounds)), start=1):
+    mappings, parts, mapped = arrow_file_mappings(), [], 0
+    for chunk in np.flatnonzero(np.diff(bounds)):
         parts.append(batches[chunk].take(pa.array(grouped_rows[bounds[chunk]:bounds[chunk + 1]] - starts[chunk])))
-        if count % RELEASE_EVERY == 0:  # the rows taken are copies: hand the mapped pages read so far back
+        mapped += min(batches[chunk].get_total_buffer_size(), parts[-1].num_rows * table.num_columns * FAULT_AROUND)
+        if mapped >= RELEASE_BYTES:  # the rows taken are copies: hand the mapped pages read so far back
             release(mappings)
+            mapped = 0
+    release(mappings)
     gathered = pa.Table.from_batches(parts, schema=table.schema)
     if order is None:
         return gathered

@@ -36,7 +36,9 @@ PROBLEM = "_problem"
 PAIR = ("prompt", "chosen", "rejected")
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
 FIX = "fix the record, or set on_error: skip"
-RELEASE_EVERY = 64  # batches a process canonicalizes between two hand-backs of its mapped pages
+BATCH_ROWS = 10_000  # rows per `map` batch, and per record batch of the pool's Arrow files: a pass reading one
+# column of a 10M-row pool faults in 1,000 record batches' pages (each with up to 64 KB of neighbours), not 10,000
+RELEASE_EVERY = 8  # batches a process canonicalizes between two hand-backs of its mapped pages
 BATCHES = itertools.count()  # batches canonicalized in this process
 
 
@@ -159,7 +161,8 @@ def canonicalize(raw: RawSource, source: SourceConfig, seed: int, preference: bo
     shown, processes = source_file(source), processes_for(len(dataset))
     with progress_bars(len(dataset) >= WATCHED_ROWS), tokenizers_parallelism_kept():
         canonical = dataset.map(
-            canonical_batch, batched=True, with_indices=True, remove_columns=removed, features=features,
+            canonical_batch, batched=True, batch_size=BATCH_ROWS, writer_batch_size=BATCH_ROWS, with_indices=True,
+            remove_columns=removed, features=features,
             num_proc=processes if processes > 1 else None,
             fn_kwargs={"format_name": source.format, "preference": preference, "source_file": shown,
                        "base": raw.base, "positions": drawn, "lines": raw.lines, "has_id": has_id},

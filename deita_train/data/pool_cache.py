@@ -1,7 +1,8 @@
 """The cache of canonical sources, shared by every command and process:
 `<datasets cache>/deita_train/pools/<fingerprint>/` (the `datasets` cache is `HF_DATASETS_CACHE`, by default
-`~/.cache/huggingface/datasets`) holds `dataset/` (written by `storage.save_dataset`, atomic; loaded memory-mapped)
-and `source.json` (its SourceReport and row unit), written last: an entry is complete once `source.json` exists.
+`~/.cache/huggingface/datasets`) holds `arrow/`, the Arrow files the canonical `map` wrote (moved there, not
+copied: a 10M-row pool is 8 GB), and `source.json` (its SourceReport, row unit, files and columns), written last:
+an entry is complete once `source.json` exists. It loads as those files memory-mapped (`Dataset.from_file`).
 
 The fingerprint hashes what the canonical rows depend on: the source's path as given and its file's identity
 (`fingerprints.source_identity`: size, sampled hash, modification time; a hub id: id, configuration, split), its
@@ -13,6 +14,7 @@ Entries are never evicted: delete the folder to reclaim its space.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,16 +24,18 @@ from pathlib import Path
 
 import datasets
 import datasets.config
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, concatenate_datasets
+from datasets.table import ConcatenationTable, MemoryMappedTable
 from filelock import FileLock
 
+from deita_train.data.canonical import BATCH_ROWS
 from deita_train.data.config import SourceConfig
-from deita_train.data.progress import WATCHED_ROWS, progress_bars
 from deita_train.data.report import SourceReport
 from deita_train.fingerprints import digest, source_identity
-from deita_train.storage import save_dataset, write_json
+from deita_train.storage import write_json
 
-CODE_VERSION = 1  # bump when what a source's canonical rows hold changes
+CODE_VERSION = 2  # bump when what a source's canonical rows hold changes
+COLUMN_SUBSETS = ("drop", "remove_column", "select", "replace_schema_metadata")  # replays keeping the rows
 OPTIONS = ("format", "split", "name", "limit", "sample", "fraction", "on_error")
 
 
@@ -63,18 +67,40 @@ def load_entry(fingerprint: str) -> CachedSource | None:
     folder = pools_root() / fingerprint
     try:
         saved = json.loads((folder / "source.json").read_text(encoding="utf-8"))
-        dataset = load_from_disk(str(folder / "dataset")) if saved["rows"] else Dataset.from_dict({})
     except FileNotFoundError:
         return None
+    if not saved["rows"]:
+        return CachedSource(Dataset.from_dict({}), SourceReport(**saved["report"]), saved["unit"])
+    parts = [Dataset.from_file(str(folder / "arrow" / name)) for name in saved["files"]]
+    dataset = (concatenate_datasets(parts) if len(parts) > 1 else parts[0]).select_columns(saved["columns"])
     return CachedSource(dataset, SourceReport(**saved["report"]), saved["unit"])
 
 
-def store_entry(fingerprint: str, dataset: Dataset, report: SourceReport, unit: str) -> None:
+def store_entry(fingerprint: str, dataset: Dataset, report: SourceReport, unit: str, build_dir: Path) -> None:
+    """Move the Arrow files holding `dataset` (built under `build_dir`) into the entry, then write `source.json`."""
     folder = pools_root() / fingerprint
+    names = []
     if len(dataset):  # a source whose every record was skipped keeps its report alone
-        with progress_bars(len(dataset) >= WATCHED_ROWS):
-            save_dataset(dataset, folder / "dataset")
-    write_json(folder / "source.json", {"report": vars(report), "unit": unit, "rows": len(dataset)})
+        (folder / "arrow").mkdir(parents=True, exist_ok=True)
+        for index, file in enumerate(backing_files(dataset, build_dir)):
+            names.append(f"data-{index:05d}.arrow")
+            os.replace(file, folder / "arrow" / names[-1])
+    write_json(folder / "source.json", {"report": vars(report), "unit": unit, "rows": len(dataset), "files": names,
+                                        "columns": dataset.column_names})
+
+
+def backing_files(dataset: Dataset, build_dir: Path) -> list[Path]:
+    """The Arrow files under `build_dir` whose rows, in order, are exactly `dataset`'s (columns it dropped aside). A
+    dataset with other rows (an indices mapping, a slice, rows in memory) is written to one there first."""
+    tables = dataset.data.blocks if isinstance(dataset.data, ConcatenationTable) else [[dataset.data]]
+    whole_files = dataset._indices is None and all(  # datasets has no public accessor for the indices mapping
+        len(row) == 1 and isinstance(row[0], MemoryMappedTable) and Path(row[0].path).is_relative_to(build_dir)
+        and all(replay[0] in COLUMN_SUBSETS for replay in row[0].replays) for row in tables)
+    if whole_files:
+        return [Path(row[0].path) for row in tables]
+    written = build_dir / "rows.arrow"
+    dataset.flatten_indices(cache_file_name=str(written), writer_batch_size=BATCH_ROWS)
+    return [written]
 
 
 @contextmanager

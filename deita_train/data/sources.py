@@ -70,7 +70,7 @@ def load_source(source: SourceConfig, seed: int, preference: bool) -> CachedSour
             with build_folder() as build_dir:
                 report = SourceReport(path=source.path)
                 dataset, unit = build_source(source, seed, preference, report, build_dir)
-                store_entry(fingerprint, dataset, report, unit)
+                store_entry(fingerprint, dataset, report, unit, build_dir)
             cached = load_entry(fingerprint)
             logger.info("%s: %d of %d records kept, cached (%s)", source.path, report.kept, report.read,
                         fingerprint[:12])
