@@ -84,3 +84,18 @@ def test_take_rows_equals_arrow_take_without_joining_chunks():
                                    for n in sizes])
     for rows in (np.arange(16), np.sort(rng.choice(16, 9, replace=False)), rng.integers(0, 16, 30), np.array([], int)):
         assert take_rows(table, rows.astype(np.int64)).to_pylist() == table.take(pa.array(rows, pa.int64())).to_pylist()
+
+
+def test_each_selection_pass_shows_its_rows_per_second_on_a_big_pool(tmp_path, monkeypatch, capsys):
+    from deita_train.selection import runner
+
+    config = parse_select({"strategy": "top_k", "score": "length_tokens", "budget": 5,
+                           "filters": ["length_tokens < 2048"]}, [])
+    select(scored_pool(), config, seed=0, output_dir=tmp_path / "small")
+    assert "select: filters" not in capsys.readouterr().err  # a pass of a second or less shows no bar
+    monkeypatch.setattr(runner, "WATCHED_ROWS", 10)
+    select(scored_pool(), config, seed=0, output_dir=tmp_path / "big")
+    shown = capsys.readouterr().err
+    for name, rows in (("filters", 60), ("strategy", sum(v < 2048 for v in scored_pool()["length_tokens"])),
+                       ("audit", 60), ("write", 60)):
+        assert f"select: {name}: 100%" in shown and f"{rows}/{rows}" in shown and "rows/s" in shown

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,8 +45,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 from datasets.table import InMemoryTable
+from tqdm.auto import tqdm
 
 from deita_train.data.arrow_rows import arrow_table, take_rows
+from deita_train.data.progress import WATCHED_ROWS
 from deita_train.errors import UserError
 from deita_train.selection.audit import audit_trail, check_against_funnel, write_audit
 from deita_train.selection.base import Strategy
@@ -93,17 +97,15 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path,
     if not picks:
         raise UserError(empty_message(funnel, steps))
 
-    started = time.perf_counter()
-    audit = audit_trail(scored, picks, positions, choice.failed_at, contamination, config.filters, strategy,
-                        list(skipped))
-    check_against_funnel(audit, funnel, len(skipped))
-    seconds["audit"] = round(time.perf_counter() - started, 3)
+    with timed_pass(seconds, "audit", len(scored)):
+        audit = audit_trail(scored, picks, positions, choice.failed_at, contamination, config.filters, strategy,
+                            list(skipped))
+        check_against_funnel(audit, funnel, len(skipped))
 
-    started = time.perf_counter()
-    selected = taken(scored, picks)
-    save_dataset(selected, output_dir / "selected")
-    write_audit(audit, output_dir / "report" / "audit.parquet")
-    seconds["write"] = round(time.perf_counter() - started, 3)
+    with timed_pass(seconds, "write", len(scored)):
+        selected = taken(scored, picks)
+        save_dataset(selected, output_dir / "selected")
+        write_audit(audit, output_dir / "report" / "audit.parquet")
     seconds["total"] = round(sum(seconds.values()), 3)
 
     summary = {
@@ -125,6 +127,17 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path,
     return selected, summary
 
 
+@contextmanager
+def timed_pass(seconds: dict[str, float], name: str, rows: int) -> Iterator[None]:
+    """One pass of the selection over `rows`: its seconds go to `seconds[name]`, and a pool worth watching shows a
+    bar with its rows/s, filled when the pass ends (each pass is whole-column work, not row by row)."""
+    started = time.perf_counter()
+    with tqdm(total=rows, desc=f"select: {name}", unit=" rows", disable=rows < WATCHED_ROWS) as bar:
+        yield
+        bar.update(rows)
+    seconds[name] = round(time.perf_counter() - started, 3)
+
+
 def taken(scored: Dataset, picks: list[int]) -> Dataset:
     """The picked rows, copied into memory chunk by chunk (`take_rows`). Saving `scored.select(picks)` as it is would
     first size the whole memory-mapped pool (datasets' `_estimate_nbytes`), paging in every column."""
@@ -136,10 +149,8 @@ def decontaminated(scored: Dataset, config: SelectConfig, seconds: dict[str, flo
     """The rows `config.decontaminate` finds contaminated (none when it is not set); its time goes to `seconds`."""
     if config.decontaminate is None:
         return Contamination()
-    started = time.perf_counter()
-    contamination = find_contamination(scored, config.decontaminate)
-    seconds["decontaminate"] = round(time.perf_counter() - started, 3)
-    return contamination
+    with timed_pass(seconds, "decontaminate", len(scored)):
+        return find_contamination(scored, config.decontaminate)
 
 
 class Choice(NamedTuple):
@@ -155,21 +166,19 @@ def choose(scored: Dataset, config: SelectConfig, strategy: Strategy, seconds: d
            excluded: np.ndarray | None = None) -> Choice:
     """The filters then the strategy over `scored`; the rows at `excluded` (the decontaminated rows) are left out
     before the filters. The time of each part goes to `seconds` (`filters`, `strategy`)."""
-    started = time.perf_counter()
-    kept = np.arange(len(scored))
-    if excluded is not None and len(excluded):
-        kept = np.delete(kept, excluded)
-    passed, filter_steps, failed = apply_filters(scored if len(kept) == len(scored) else scored.select(kept),
-                                                 config.filters)
-    positions = kept[passed]
-    failed_at = np.full(len(scored), -1, dtype=np.int32)
-    failed_at[kept] = failed
-    seconds["filters"] = round(time.perf_counter() - started, 3)
+    with timed_pass(seconds, "filters", len(scored)):
+        kept = np.arange(len(scored))
+        if excluded is not None and len(excluded):
+            kept = np.delete(kept, excluded)
+        passed, filter_steps, failed = apply_filters(scored if len(kept) == len(scored) else scored.select(kept),
+                                                     config.filters)
+        positions = kept[passed]
+        failed_at = np.full(len(scored), -1, dtype=np.int32)
+        failed_at[kept] = failed
 
-    started = time.perf_counter()
-    candidates = scored if len(positions) == len(scored) else scored.select(positions)
-    picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
-    seconds["strategy"] = round(time.perf_counter() - started, 3)
+    with timed_pass(seconds, "strategy", len(positions)):
+        candidates = scored if len(positions) == len(scored) else scored.select(positions)
+        picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
     return Choice(picks, positions, filter_steps, failed_at)
 
 
