@@ -369,3 +369,26 @@ def test_cached_pool_is_the_canonical_files_moved_not_copied(tmp_path, monkeypat
     skipped, report = load_sources([SourceConfig(path=str(path), on_error="skip")], seed=0)
     assert [Path(f["filename"]).name for f in skipped.cache_files] == ["data-00000.arrow"]
     assert skipped.to_list() == pool.to_list() and len(report.sources[0].skipped) == 1
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
+def test_each_builder_writes_record_batches_of_batch_rows(tmp_path, monkeypatch, suffix):
+    """The builders' own Arrow file is written in record batches of `BATCH_ROWS` rows, not their default 1,000:
+    opening it, or reading a column, touches the pages around each batch."""
+    from deita_train.data import reading
+
+    monkeypatch.setattr(reading, "BATCH_ROWS", 7)
+    records = [{"instruction": f"question {i}", "output": f"answer {i}"} for i in range(40)]
+    path = tmp_path / f"a{suffix}"
+    if suffix == ".jsonl":
+        path.write_bytes(jsonl(records))
+    elif suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["instruction", "output"])
+            writer.writeheader()
+            writer.writerows(records)
+    raw = reading.read_source(SourceConfig(path=str(path)), tmp_path / "build")
+    assert [batch.num_rows for batch in raw.dataset.data.table.to_batches()] == [7] * 5 + [5]
+    assert raw.dataset.to_list() == records

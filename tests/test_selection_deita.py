@@ -117,3 +117,19 @@ def test_budget_zero_selects_nothing():
 
 def test_stable_descending_ties_lower_first_and_nan_last():
     assert stable_descending(np.array([1.0, np.nan, 3.0, 1.0, 3.0])).tolist() == [2, 4, 0, 3]
+
+
+def test_top_k_kept_part_by_part_is_the_head_of_one_stable_sort():
+    from deita_train.selection.simple import highest
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        scores = rng.choice([0.0, -0.0, 1.0, 2.5, np.nan, np.inf, -np.inf, 7.0], n)  # many ties
+        budget, part = int(rng.integers(0, 12)), int(rng.integers(1, 9))
+        best_scores, best_rows = np.empty(0), np.empty(0, dtype=np.int64)
+        for start in range(0, n, part):
+            best_scores, best_rows = highest(np.concatenate([best_scores, scores[start:start + part]]),
+                                             np.concatenate([best_rows, np.arange(start, min(start + part, n))]),
+                                             budget)
+        assert best_rows.tolist() == stable_descending(scores)[:budget].tolist()

@@ -284,3 +284,25 @@ def test_skipped_records_are_in_the_audit_too(tmp_path):
     audit = pq.read_table(tmp_path / "report" / "audit.parquet").to_pylist()
     assert len(audit) == 21 and audit[-1] == {"id": None, "source_file": "pool.jsonl", "source_row": None,
                                               "rank": None, "reason": "skipped", "detail": "line 7: not JSON"}
+
+
+@pytest.mark.parametrize(("options", "unscored", "removed", "beyond", "selected", "budget"), CASES,
+                         ids=lambda v: v["strategy"] if isinstance(v, dict) and "strategy" in v else None)
+def test_a_pool_read_in_parts_selects_and_audits_as_in_one(tmp_path, monkeypatch, options, unscored, removed, beyond,
+                                                           selected, budget):
+    """Filters, scores, `top_k` and the audit read the pool a part at a time: parts of 3 rows (a part with no
+    candidate, parts cut inside the filtered and the unscored rows) give what one part gives."""
+    from deita_train.data import arrow_rows
+
+    whole, summary = run(tmp_path / "whole", options)
+    monkeypatch.setattr(arrow_rows, "PART_ROWS", 3)
+    parted, parted_summary = run(tmp_path / "parts", options)
+    assert parted["id"] == whole["id"]
+    for found in (summary, parted_summary):
+        found.pop("seconds")
+        for step in found["filters"]:
+            step.pop("seconds")
+    assert parted_summary == summary
+    audits = [pq.read_table(tmp_path / name / "report" / "audit.parquet") for name in ("whole", "parts")]
+    assert audits[1].to_pylist() == audits[0].to_pylist()
+    assert pq.ParquetFile(tmp_path / "parts" / "report" / "audit.parquet").metadata.num_row_groups == 8  # 7 + skipped

@@ -20,7 +20,7 @@ from deita_train.online.rescoring import ScoreTable, adapted_shares, source_mean
 from deita_train.recipe.errors import RecipeError
 from deita_train.report.command import render_report
 from deita_train.sections import load_recipe
-from deita_train.selection.audit import check_against_funnel
+from deita_train.selection.audit import audit_counts, check_against_funnel
 from deita_train.selection.mix import apportion
 from deita_train.selection.runner import select
 from deita_train.selection.section import parse_select
@@ -67,7 +67,7 @@ def by_source(pool: Dataset, ids: list[int]) -> dict[str, list[int]]:
 
 def assert_audit_adds_up(tmp_path, funnel: dict, selected_ids: list[int]) -> pa.Table:
     audit = pq.read_table(tmp_path / "report" / "audit.parquet")
-    check_against_funnel(audit, funnel, 0)  # raises when a reason's count differs from the funnel's
+    check_against_funnel(audit_counts(audit), funnel, 0)  # raises when a reason's count differs from the funnel's
     ranked = sorted((r, i) for r, i in zip(audit["rank"].to_pylist(), audit["id"].to_pylist(), strict=True) if r)
     assert [i for _, i in ranked] == selected_ids  # the audit's ranks are the selection order
     return audit

@@ -93,9 +93,9 @@ def test_each_selection_pass_shows_its_rows_per_second_on_a_big_pool(tmp_path, m
                            "filters": ["length_tokens < 2048"]}, [])
     select(scored_pool(), config, seed=0, output_dir=tmp_path / "small")
     assert "select: filters" not in capsys.readouterr().err  # a pass of a second or less shows no bar
-    monkeypatch.setattr(runner, "WATCHED_ROWS", 10)
+    monkeypatch.setattr(runner, "WATCHED_ROWS", 5)
     select(scored_pool(), config, seed=0, output_dir=tmp_path / "big")
     shown = capsys.readouterr().err
     for name, rows in (("filters", 60), ("strategy", sum(v < 2048 for v in scored_pool()["length_tokens"])),
-                       ("audit", 60), ("write", 60)):
+                       ("audit", 60), ("write", 5)):
         assert f"select: {name}: 100%" in shown and f"{rows}/{rows}" in shown and "rows/s" in shown

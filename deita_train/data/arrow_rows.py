@@ -1,16 +1,21 @@
-"""Rows of a memory-mapped Arrow table read without Python objects per row: a dataset's table in its row order, and
-any rows of it gathered chunk by chunk."""
+"""Rows of a memory-mapped Arrow table read without Python objects per row: a dataset's table in its row order, any
+rows of it gathered chunk by chunk, a dataset's columns read part by part, and a view of some of its rows."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.table import InMemoryTable
 
 from deita_train.data.mapped_pages import arrow_file_mappings, release
 
 RELEASE_BYTES = 256 * 2**20  # pages (at most) mapped by a `take_rows` between two hand-backs
 FAULT_AROUND = 64 * 2**10  # pages the kernel maps around a page fault (Linux's fault_around_bytes)
+PART_ROWS = 500_000  # rows a whole-dataset pass reads at a time (`parts`)
 
 
 def arrow_table(dataset: Dataset, columns: set[str]) -> pa.Table:
@@ -62,3 +67,24 @@ def take_row_sets(table: pa.Table, row_sets: list[np.ndarray]) -> list[pa.Table]
     gathered = take_rows(table, np.concatenate(row_sets) if row_sets else np.empty(0, np.int64))
     bounds = np.cumsum([0] + [len(rows) for rows in row_sets])
     return [gathered.slice(start, end - start) for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def parts(dataset: Dataset, columns: set[str]) -> Iterator[tuple[int, pa.Table]]:
+    """The dataset's `columns` (as `arrow_table` gives them) `PART_ROWS` rows at a time, each with the position of its
+    first row. The mapped pages a part read are handed back before the next is read, so a pass over a pool of any
+    size holds one part at a time."""
+    for start in range(0, len(dataset), PART_ROWS):
+        yield start, arrow_table(dataset.select(range(start, min(start + PART_ROWS, len(dataset)))), columns)
+        release(arrow_file_mappings())
+
+
+def rows_view(dataset: Dataset, rows: np.ndarray) -> Dataset:
+    """`dataset.select(rows)` for ascending non-negative int64 `rows` whose memory becomes the view's indices:
+    `select` copies them twice (8 bytes a row each), and a fingerprint of the rows is not needed by a view that is
+    only read."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if dataset._indices is not None:  # a view of a view: its rows in the underlying table
+        rows = dataset._indices.column(0).to_numpy()[rows].astype(np.int64, copy=False)
+    indices = InMemoryTable(pa.table({"indices": pa.array(rows.view(np.uint64))}))
+    return Dataset(dataset.data, info=dataset.info.copy(), split=dataset.split, indices_table=indices,
+                   fingerprint=generate_random_fingerprint())

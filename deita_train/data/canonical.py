@@ -27,7 +27,7 @@ from deita_train.data.formats import CANONICAL_COLUMNS, STRUCTURE_FIELDS, adapt
 from deita_train.data.map_environment import tokenizers_parallelism_kept
 from deita_train.data.mapped_pages import arrow_file_mappings, release
 from deita_train.data.progress import WATCHED_ROWS, progress_bars
-from deita_train.data.reading import RawSource, source_file
+from deita_train.data.reading import BATCH_ROWS, RawSource, source_file
 from deita_train.data.report import DataError, SourceReport
 
 MIN_ROWS_FOR_PROCESSES = 50_000  # below this, one process: starting workers would take longer than the work
@@ -36,8 +36,6 @@ PROBLEM = "_problem"
 PAIR = ("prompt", "chosen", "rejected")
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
 FIX = "fix the record, or set on_error: skip"
-BATCH_ROWS = 10_000  # rows per `map` batch, and per record batch of the pool's Arrow files: a pass reading one
-# column of a 10M-row pool faults in 1,000 record batches' pages (each with up to 64 KB of neighbours), not 10,000
 RELEASE_EVERY = 8  # batches a process canonicalizes between two hand-backs of its mapped pages
 BATCHES = itertools.count()  # batches canonicalized in this process
 

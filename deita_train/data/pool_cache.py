@@ -28,8 +28,8 @@ from datasets import Dataset, concatenate_datasets
 from datasets.table import ConcatenationTable, MemoryMappedTable
 from filelock import FileLock
 
-from deita_train.data.canonical import BATCH_ROWS
 from deita_train.data.config import SourceConfig
+from deita_train.data.reading import BATCH_ROWS
 from deita_train.data.report import SourceReport
 from deita_train.fingerprints import digest, source_identity
 from deita_train.storage import write_json

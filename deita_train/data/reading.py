@@ -42,6 +42,9 @@ SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")  # each optionally .gz
 GLOB_CHARACTERS = set("*?[]{}")  # `data_files` are patterns: a file named with these is read through a link
 JSON_OPTIONS = {"on_mixed_types": None, "parse_agent_traces": False}  # a mixed-type field fails, it is not re-encoded
 CSV_OPTIONS = {"keep_default_na": False}  # cells are text: an empty cell is "", "NA" or "null" stay words
+BATCH_ROWS = 10_000  # rows per record batch of every Arrow file a pool is read into (the builders', the map's), and
+# per `map` batch: opening a 10M-row file, or reading one column of it, faults in the pages around each of 1,000
+# record batches (up to 64 KB each), not around each of the 10,000 that the builders' default of 1,000 rows makes
 
 
 @dataclass
@@ -117,8 +120,8 @@ def build(kind: str, local: Path, build_dir: Path, **options: Any) -> Dataset:
         path = link
     watched = local.stat().st_size >= WATCHED_BYTES
     with progress_bars(watched), quiet_logger(f"datasets.packaged_modules.{kind}.{kind}"), no_whole_file_reads():
-        dataset = datasets.load_dataset(kind, data_files=str(path), split="train",
-                                        cache_dir=str(build_dir / "builder"), **options)
+        dataset = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=str(build_dir / "builder"),
+                                        writer_batch_size=BATCH_ROWS, **options)
     pa.default_memory_pool().release_unused()  # what the decoders' allocator kept: 0.7 GB after a 10M-row parquet
     return dataset
 
@@ -273,7 +276,7 @@ def read_saved(local: Path, shown: str) -> RawSource:
 
 def read_hub(source: SourceConfig) -> RawSource:
     """A hub dataset's split (`datasets` caches the download as usual)."""
-    dataset = datasets.load_dataset(source.path, source.name, split=source.split)
+    dataset = datasets.load_dataset(source.path, source.name, split=source.split, writer_batch_size=BATCH_ROWS)
     if not len(dataset):
         raise DataError(f"{source.path}: no records (split {source.split!r} has no rows)")
     return RawSource(dataset, "row")

@@ -18,7 +18,9 @@ so the rows add up to the records read. Every count equals the funnel's: a misma
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -26,60 +28,108 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset
 
-from deita_train.data.arrow_rows import arrow_table
+from deita_train.data.arrow_rows import parts
 from deita_train.selection.base import Strategy
 from deita_train.selection.decontaminate import Contamination
 from deita_train.selection.scores import arrow_column
 from deita_train.storage import atomic_file
 
 POOL_COLUMNS = ("id", "source_file", "source_row")
+SCHEMA = pa.schema([("id", pa.int64()), ("source_file", pa.string()), ("source_row", pa.int64()),
+                   ("rank", pa.int64()), ("reason", pa.dictionary(pa.int8(), pa.string())), ("detail", pa.string())])
 
 
-def audit_trail(scored: Dataset, picks: list[int], positions: np.ndarray, failed_at: np.ndarray,
-                contamination: Contamination, filters: list[str], strategy: Strategy,
-                skipped: list[dict[str, Any]]) -> pa.Table:
-    """The audit table of one selection: `positions` are the rows the strategy saw, `failed_at` the first filter each
-    pool row failed (-1: none), `skipped` the records skipped at load (`{path, where, problem}`)."""
-    n = len(scored)
-    reasons = ["decontaminated", "filtered", "unscored", *strategy.removed, "beyond_budget"]
-    code = np.full(n, -1, dtype=np.int8)  # index into `reasons`; -1: none yet (selected, in the end)
-    detail = np.full(n, None, dtype=object)
-    code[contamination.rows] = reasons.index("decontaminated")
-    detail[contamination.rows] = [f"{name}: {match!r} ({'overlap' if rule == 'ngram' else 'similarity'} {score:.3g})"
-                                  for name, match, score, rule in zip(contamination.sets, contamination.matches,
-                                                                      contamination.scores, contamination.rules,
-                                                                      strict=True)]
+@dataclass
+class Selection:
+    """What one selection did to the pool, as the audit reads it: `picks` (pool rows, in selection order),
+    `positions` (the rows the strategy saw, ascending), `failed_at` (per pool row, the first filter it failed; -1:
+    none), the decontamination, the filters' texts and the strategy after its run."""
+
+    picks: list[int]
+    positions: np.ndarray
+    failed_at: np.ndarray
+    contamination: Contamination
+    filters: list[str]
+    strategy: Strategy
+
+
+def write_audit(path: Path, scored: Dataset, selection: Selection, skipped: list[dict[str, Any]],
+                funnel: dict[str, Any]) -> None:
+    """Write the audit table of `selection` over `scored` to `path`, a part of the pool at a time (one row group
+    each), then the records skipped at load (`{path, where, problem}`). Its counts are checked against `funnel`
+    before the file is moved into place: a mismatch (a bug) leaves no audit behind."""
+    strategy = selection.strategy
+    reasons = ["decontaminated", "filtered", "unscored", *strategy.removed, "beyond_budget", "skipped"]
+    picks = np.asarray(selection.picks, dtype=np.int64)
+    order = np.argsort(picks, kind="stable")
+    ranks = Ranks(picks[order], order + 1)
+    counts = np.zeros(len(reasons) + 1, dtype=np.int64)  # the last: selected
+    with atomic_file(path, binary=True) as handle, pq.ParquetWriter(handle, SCHEMA) as writer:
+        for start, pool in parts(scored, set(POOL_COLUMNS)):
+            code, detail, rank = part_reasons(scored, selection, reasons, ranks, start, pool.num_rows)
+            counts += np.bincount(code + 1, minlength=len(reasons) + 1)[[*range(1, len(reasons) + 1), 0]]
+            writer.write_table(pa.table({
+                "id": pool.column("id").cast(pa.int64()),
+                "source_file": pool.column("source_file") if "source_file" in pool.column_names else
+                pa.nulls(pool.num_rows, pa.string()),
+                "source_row": pool.column("source_row").cast(pa.int64()) if "source_row" in pool.column_names else
+                pa.nulls(pool.num_rows, pa.int64()),
+                "rank": pa.array(rank, mask=rank < 0),
+                "reason": pa.DictionaryArray.from_arrays(pa.array(code, mask=code < 0), pa.array(reasons)),
+                "detail": pa.array(detail, pa.string()),
+            }, schema=SCHEMA))
+        writer.write_table(skipped_rows(skipped, reasons))
+        counts[reasons.index("skipped")] = len(skipped)
+        check_against_funnel(dict(zip([*reasons, "selected"], counts.tolist(), strict=True)), funnel, len(skipped))
+
+
+class Ranks(NamedTuple):
+    """The picked pool rows, ascending, and each one's 1-based rank."""
+
+    rows: np.ndarray
+    ranks: np.ndarray
+
+
+def part_reasons(scored: Dataset, selection: Selection, reasons: list[str], ranks: Ranks, start: int,
+                 rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For pool rows `start` .. `start + rows`: the index of each row's reason in `reasons` (-1: selected), its
+    detail (None: selected) and its rank (-1: not selected)."""
+    stop = start + rows
+    code = np.full(rows, -1, dtype=np.int8)
+    detail = np.full(rows, None, dtype=object)
+    contamination = selection.contamination
+    low, high = np.searchsorted(contamination.rows, [start, stop])
+    here = contamination.rows[low:high] - start
+    code[here] = reasons.index("decontaminated")
+    detail[here] = [f"{name}: {match!r} ({'overlap' if rule == 'ngram' else 'similarity'} {score:.3g})"
+                    for name, match, score, rule in zip(contamination.sets[low:high], contamination.matches[low:high],
+                                                        contamination.scores[low:high], contamination.rules[low:high],
+                                                        strict=True)]
+    failed_at = selection.failed_at[start:stop]
     failed = np.flatnonzero(failed_at >= 0)
     code[failed] = reasons.index("filtered")
-    labels = [f"select.filters.{i}: {text}" for i, text in enumerate(filters)]
-    detail[failed] = [labels[i] for i in failed_at[failed]]  # one string per filter, shared by its rows
-    if strategy.unranked is not None and strategy.unranked.any():
-        unranked = positions[strategy.unranked]
-        code[unranked] = reasons.index("unscored")
-        detail[unranked] = unscored_details(scored, unranked, strategy)
+    labels = np.array([f"select.filters.{i}: {text}" for i, text in enumerate(selection.filters)], dtype=object)
+    detail[failed] = labels[failed_at[failed]]  # one string per filter, shared by its rows
+    low, high = np.searchsorted(selection.positions, [start, stop])  # the strategy's input rows in this part
+    strategy = selection.strategy
+    if strategy.unranked is not None and strategy.unranked[low:high].any():
+        unranked = selection.positions[low:high][strategy.unranked[low:high]]
+        code[unranked - start] = reasons.index("unscored")
+        detail[unranked - start] = unscored_details(scored, unranked, strategy)
     for name, removed in strategy.removed.items():
-        rows = positions[removed.rows]
-        code[rows] = reasons.index(name)
-        detail[rows] = removed.notes
-    rank = np.full(n, -1, dtype=np.int64)
-    rank[np.asarray(picks, dtype=np.int64)] = np.arange(1, len(picks) + 1)
-    beyond = np.zeros(n, dtype=bool)
-    beyond[positions] = True
-    code[beyond & (code < 0) & (rank < 0)] = reasons.index("beyond_budget")
+        first, last = np.searchsorted(removed.rows, [low, high])
+        here = selection.positions[removed.rows[first:last]] - start
+        code[here] = reasons.index(name)
+        detail[here] = removed.notes[first:last]
+    rank = np.full(rows, -1, dtype=np.int64)
+    first, last = np.searchsorted(ranks.rows, [start, stop])
+    rank[ranks.rows[first:last] - start] = ranks.ranks[first:last]
+    seen = np.zeros(rows, dtype=bool)
+    seen[selection.positions[low:high] - start] = True
+    code[seen & (code < 0) & (rank < 0)] = reasons.index("beyond_budget")
     code[rank > 0] = -1
     detail[rank > 0] = None
-    pool = arrow_table(scored, set(POOL_COLUMNS) & set(scored.column_names))
-    table = pa.table({
-        "id": pool.column("id").combine_chunks().cast(pa.int64()),
-        "source_file": pool.column("source_file").combine_chunks() if "source_file" in pool.column_names else
-        pa.nulls(n, pa.string()),
-        "source_row": pool.column("source_row").combine_chunks().cast(pa.int64()) if "source_row" in
-        pool.column_names else pa.nulls(n, pa.int64()),
-        "rank": pa.array(rank, mask=rank < 0),
-        "reason": pa.DictionaryArray.from_arrays(pa.array(code, mask=code < 0), pa.array(reasons)),
-        "detail": pa.array(detail, pa.string()),
-    })
-    return pa.concat_tables([table, skipped_rows(skipped)])
+    return code, detail, rank
 
 
 def unscored_details(scored: Dataset, rows: np.ndarray, strategy: Strategy) -> list[str]:
@@ -99,23 +149,29 @@ def unscored_details(scored: Dataset, rows: np.ndarray, strategy: Strategy) -> l
     return out.tolist()
 
 
-def skipped_rows(skipped: list[dict[str, Any]]) -> pa.Table:
+def skipped_rows(skipped: list[dict[str, Any]], reasons: list[str]) -> pa.Table:
     """Records skipped at load: no id, rank or row number; the source, and where and what the problem was."""
+    code = np.full(len(skipped), reasons.index("skipped"), dtype=np.int8)
     return pa.table({
         "id": pa.nulls(len(skipped), pa.int64()),
         "source_file": pa.array([item["path"] for item in skipped], pa.string()),
         "source_row": pa.nulls(len(skipped), pa.int64()),
         "rank": pa.nulls(len(skipped), pa.int64()),
-        "reason": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(skipped), np.int8)), pa.array(["skipped"])),
+        "reason": pa.DictionaryArray.from_arrays(pa.array(code), pa.array(reasons)),
         "detail": pa.array([f"{item['where']}: {item['problem']}" for item in skipped], pa.string()),
-    })
+    }, schema=SCHEMA)
 
 
-def check_against_funnel(audit: pa.Table, funnel: dict[str, Any], skipped: int) -> None:
-    """Each reason's count must equal the funnel's; anything else is a bug in the audit or the funnel."""
+def audit_counts(audit: pa.Table) -> dict[str, int]:
+    """The rows of an audit table per reason, with those selected under `selected`."""
     reasons = audit.column("reason").combine_chunks()
     counts = {item["values"]: item["counts"] for item in pc.value_counts(reasons).to_pylist() if item["values"]}
-    counts["selected"] = reasons.null_count
+    return counts | {"selected": reasons.null_count}
+
+
+def check_against_funnel(counts: dict[str, int], funnel: dict[str, Any], skipped: int) -> None:
+    """Each reason's count (`write_audit`'s, or `audit_counts`) must equal the funnel's; anything else is a bug in
+    the audit or the funnel."""
     expected = {"selected": funnel["selected"], "filtered": funnel["filtered"]["rows"],
                 "unscored": funnel["unscored"]["rows"], "beyond_budget": funnel["beyond_budget"], "skipped": skipped}
     if "decontaminated" in funnel:
@@ -124,10 +180,6 @@ def check_against_funnel(audit: pa.Table, funnel: dict[str, Any], skipped: int) 
              "mix"}
     expected |= {name: value for name, value in funnel.items() if name not in fixed}
     expected = {name: count for name, count in expected.items() if count}
-    if {name: int(count) for name, count in counts.items()} != expected:
-        raise RuntimeError(f"select: the audit trail counts {counts} differ from the funnel's {expected}")
-
-
-def write_audit(audit: pa.Table, path) -> None:
-    with atomic_file(path, binary=True) as handle:
-        pq.write_table(audit, handle)
+    found = {name: int(count) for name, count in counts.items() if count}
+    if found != expected:
+        raise RuntimeError(f"select: the audit trail counts {found} differ from the funnel's {expected}")

@@ -2,7 +2,7 @@
 
 A row is kept when every filter is true for it. A row with a null in a column a filter reads fails
 that filter and is counted as `null`; a filter that gives anything but true/false is an error. Each
-filter is computed on Arrow columns for the rows the earlier filters kept, all at once.
+filter is computed on Arrow columns for the rows the earlier filters kept, a part of the pool at a time.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset
 
-from deita_train.data.arrow_rows import arrow_table
+from deita_train.data.arrow_rows import parts
 from deita_train.recipe.errors import RecipeError
 from deita_train.selection.expressions import Expression
 
@@ -31,38 +32,47 @@ def compile_filters(filters: list[str], key: str = "select.filters") -> list[Exp
     return compiled
 
 
-def apply_filters(dataset: Dataset, filters: list[str],
-                  key: str = "select.filters") -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
+def apply_filters(dataset: Dataset, filters: list[str], key: str = "select.filters",
+                  active: np.ndarray | None = None) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
     """Rows of `dataset` passing all filters (ascending positions), one count record per filter, and per row the
-    index of the first filter it failed (-1: it passed them all)."""
+    index of the first filter it failed (-1: it passed them all, or is not `active`). `active` (one flag per row;
+    None: all) leaves rows out before the first filter: they are neither counted nor returned.
+
+    The filters read the dataset part by part (`parts`), so a pool of any size holds one part of their columns."""
     compiled = compile_filters(filters, key)
     for expression in compiled:
         expression.check_columns(dataset.column_names)
-    positions = np.arange(len(dataset))
-    failed_at = np.full(len(dataset), -1, dtype=np.int32)
-    steps = []
-    for index, expression in enumerate(compiled):
-        started = time.perf_counter()
-        keep, nulls = passing(dataset, expression, positions)
-        steps.append({
-            "filter": expression.text,
-            "kept": int(keep.sum()),
-            "failed": int(len(keep) - keep.sum() - nulls),
-            "null": nulls,
-            "seconds": round(time.perf_counter() - started, 3),
-        })
-        failed_at[positions[~keep]] = index
-        positions = positions[keep]
-    return positions, steps, failed_at
+    everyone = np.arange(len(dataset)) if active is None else np.flatnonzero(active)
+    failed_at = np.full(len(dataset), -1, dtype=np.int8 if len(compiled) < 128 else np.int32)
+    if not compiled:
+        return everyone, [], failed_at
+    counts = [{"kept": 0, "failed": 0, "null": 0, "seconds": 0.0} for _ in compiled]
+    passed = []
+    for start, table in parts(dataset, set().union(*(expression.columns for expression in compiled)) | {"id"}):
+        rows = np.arange(table.num_rows) if active is None else np.flatnonzero(active[start:start + table.num_rows])
+        for index, expression in enumerate(compiled):
+            started = time.perf_counter()
+            keep, nulls = passing(table, expression, rows, start)
+            count = counts[index]
+            count["kept"] += int(keep.sum())
+            count["failed"] += int(len(keep) - keep.sum() - nulls)
+            count["null"] += nulls
+            count["seconds"] += time.perf_counter() - started
+            failed_at[start + rows[~keep]] = index
+            rows = rows[keep]
+        passed.append(start + rows)
+    steps = [{"filter": expression.text, **count, "seconds": round(count["seconds"], 3)}
+             for expression, count in zip(compiled, counts, strict=True)]
+    return np.concatenate(passed) if passed else everyone, steps, failed_at
 
 
-def passing(dataset: Dataset, expression: Expression, positions: np.ndarray) -> tuple[np.ndarray, int]:
-    """Which of the rows at `positions` pass `expression` (a NULL row does not), and how many are NULL."""
-    table = arrow_table(dataset, expression.columns | {"id"})
-    if len(positions) < len(dataset):
-        table = table.take(positions)
-    result = expression.evaluate_columns(table, labels=positions)
-    keep = np.zeros(len(positions), dtype=bool)
+def passing(table: pa.Table, expression: Expression, rows: np.ndarray, start: int) -> tuple[np.ndarray, int]:
+    """Which of `rows` of `table` (a part of the dataset beginning at row `start`) pass `expression` (a NULL row does
+    not), and how many are NULL."""
+    if len(rows) < table.num_rows:
+        table = table.take(pa.array(rows))
+    result = expression.evaluate_columns(table, labels=start + rows)
+    keep = np.zeros(len(rows), dtype=bool)
     value = result.value
     if value is not None:
         if value.kind != "bool" or value.offsets is not None:

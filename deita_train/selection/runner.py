@@ -47,10 +47,10 @@ from datasets import Dataset
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
-from deita_train.data.arrow_rows import arrow_table, take_rows
+from deita_train.data.arrow_rows import arrow_table, parts, rows_view, take_rows
 from deita_train.data.progress import WATCHED_ROWS
 from deita_train.errors import UserError
-from deita_train.selection.audit import audit_trail, check_against_funnel, write_audit
+from deita_train.selection.audit import Selection, write_audit
 from deita_train.selection.base import Strategy
 from deita_train.selection.config import SelectConfig
 from deita_train.selection.decontaminate import Contamination, find_contamination
@@ -98,14 +98,12 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path,
         raise UserError(empty_message(funnel, steps))
 
     with timed_pass(seconds, "audit", len(scored)):
-        audit = audit_trail(scored, picks, positions, choice.failed_at, contamination, config.filters, strategy,
-                            list(skipped))
-        check_against_funnel(audit, funnel, len(skipped))
+        trail = Selection(picks, positions, choice.failed_at, contamination, config.filters, strategy)
+        write_audit(output_dir / "report" / "audit.parquet", scored, trail, list(skipped), funnel)
 
-    with timed_pass(seconds, "write", len(scored)):
+    with timed_pass(seconds, "write", len(picks)):
         selected = taken(scored, picks)
         save_dataset(selected, output_dir / "selected")
-        write_audit(audit, output_dir / "report" / "audit.parquet")
     seconds["total"] = round(sum(seconds.values()), 3)
 
     summary = {
@@ -167,27 +165,30 @@ def choose(scored: Dataset, config: SelectConfig, strategy: Strategy, seconds: d
     """The filters then the strategy over `scored`; the rows at `excluded` (the decontaminated rows) are left out
     before the filters. The time of each part goes to `seconds` (`filters`, `strategy`)."""
     with timed_pass(seconds, "filters", len(scored)):
-        kept = np.arange(len(scored))
+        active = None
         if excluded is not None and len(excluded):
-            kept = np.delete(kept, excluded)
-        passed, filter_steps, failed = apply_filters(scored if len(kept) == len(scored) else scored.select(kept),
-                                                     config.filters)
-        positions = kept[passed]
-        failed_at = np.full(len(scored), -1, dtype=np.int32)
-        failed_at[kept] = failed
+            active = np.ones(len(scored), dtype=bool)
+            active[excluded] = False
+        positions, filter_steps, failed_at = apply_filters(scored, config.filters, active=active)
 
     with timed_pass(seconds, "strategy", len(positions)):
-        candidates = scored if len(positions) == len(scored) else scored.select(positions)
+        candidates = scored if len(positions) == len(scored) else rows_view(scored, positions)
         picks = positions[np.asarray(strategy.select(candidates), dtype=np.int64)].tolist()
     return Choice(picks, positions, filter_steps, failed_at)
 
 
 def count_scored(scored: Dataset, columns: list[str]) -> int:
-    """Rows with no null in any of `columns` (all rows when the strategy reads none)."""
-    present = np.ones(len(scored), dtype=bool)
-    for column in columns:
-        present &= pc.invert(arrow_column(scored, column).is_null()).to_numpy(zero_copy_only=False)
-    return int(present.sum())
+    """Rows with no null in any of `columns` (all rows when the strategy reads none; the strategy has read each of
+    them, so they exist), counted a part of the pool at a time."""
+    if not columns:
+        return len(scored)
+    present = 0
+    for _, table in parts(scored, set(columns)):
+        null = np.zeros(table.num_rows, dtype=bool)
+        for column in columns:
+            null |= table.column(column).is_null().to_numpy(zero_copy_only=False)
+        present += int(table.num_rows - null.sum())
+    return present
 
 
 def build_funnel(scored: Dataset, positions: np.ndarray, filter_steps: list[dict[str, Any]], strategy: Strategy,

@@ -3,17 +3,19 @@
 A score is an expression over columns (see `expressions/`): a bare column name, or e.g.
 `complexity * quality`. A per-turn list result is summed over turns (Deita's `sum_t c_t * q_t`,
 docs/methods.md, Deita scorers); a null in a referenced column gives NaN, which strategies treat as unscored.
-Both are computed on Arrow columns for every row at once.
+Both are computed on Arrow columns, a part of the dataset at a time.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from deita_train.data.arrow_rows import arrow_table
+from deita_train.data.arrow_rows import arrow_table, parts
 from deita_train.recipe.errors import RecipeError
 from deita_train.registry import did_you_mean
 from deita_train.selection.expressions import NUMBERS, Expression
@@ -21,18 +23,28 @@ from deita_train.selection.expressions import NUMBERS, Expression
 
 def sample_scores(scored: Dataset, expression: str, key: str = "select.score") -> np.ndarray:
     """One float64 per row; NaN where the row has no score (a null in a referenced column)."""
+    scores = np.empty(len(scored))
+    for start, part in score_parts(scored, expression, key):
+        scores[start:start + len(part)] = part
+    return scores
+
+
+def score_parts(scored: Dataset, expression: str, key: str = "select.score") -> Iterator[tuple[int, np.ndarray]]:
+    """`sample_scores` a part of the dataset at a time (`parts`), each with the position of its first row: a pass
+    over a pool of any size holds one part's columns and scores."""
     compiled = Expression(expression, key)
     compiled.check_columns(scored.column_names)
-    result = compiled.evaluate_columns(arrow_table(scored, compiled.columns | {"id"}), total=True)
-    scores = np.full(len(scored), np.nan)
-    value = result.value
-    if value is not None:
-        if value.kind not in NUMBERS:
-            row = int(np.argmin(result.null))
-            raise RecipeError([f"{key}: {expression!r} gives a {type(value.item(0)).__name__}, not a number "
-                               f"(row {row})"])
-        scores[~result.null] = value.data
-    return scores
+    for start, table in parts(scored, compiled.columns | {"id"}):
+        result = compiled.evaluate_columns(table, labels=start + np.arange(table.num_rows), total=True)
+        scores = np.full(table.num_rows, np.nan)
+        value = result.value
+        if value is not None:
+            if value.kind not in NUMBERS:
+                row = start + int(np.argmin(result.null))
+                raise RecipeError([f"{key}: {expression!r} gives a {type(value.item(0)).__name__}, not a number "
+                                   f"(row {row})"])
+            scores[~result.null] = value.data
+        yield start, scores
 
 
 def arrow_column(dataset: Dataset, column: str) -> pa.Array:

@@ -8,7 +8,7 @@ from datasets import Dataset
 from deita_train.selection.base import Removed, Strategy, register_strategy, score_notes
 from deita_train.selection.config import ThresholdConfig, TopKConfig
 from deita_train.selection.deita import stable_descending
-from deita_train.selection.scores import sample_scores
+from deita_train.selection.scores import sample_scores, score_parts
 
 
 @register_strategy("random")
@@ -27,9 +27,32 @@ class TopKStrategy(Strategy):
     config_class = TopKConfig
 
     def select(self, scored: Dataset) -> list[int]:
-        scores = sample_scores(scored, self.config.score)
-        self.unranked = np.isnan(scores)
-        return stable_descending(scores)[: self.config.budget].tolist()
+        budget = self.config.budget
+        if budget is None:  # every row ranked: one sort of all the scores
+            scores = sample_scores(scored, self.config.score)
+            self.unranked = np.isnan(scores)
+            return stable_descending(scores).tolist()
+        # the best `budget` rows so far, kept part by part: memory is one part, not one score per row
+        self.unranked = np.empty(len(scored), dtype=bool)
+        best_scores, best_rows = np.empty(0), np.empty(0, dtype=np.int64)
+        for start, scores in score_parts(scored, self.config.score):
+            self.unranked[start:start + len(scores)] = np.isnan(scores)
+            best_scores, best_rows = highest(np.concatenate([best_scores, scores]),
+                                             np.concatenate([best_rows, start + np.arange(len(scores))]), budget)
+        return best_rows.tolist()
+
+
+def highest(scores: np.ndarray, rows: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `budget` highest scores (NaN left out) and their `rows`, highest first; ties keep the lower row first,
+    as `stable_descending` orders them."""
+    ranked = ~np.isnan(scores)
+    scores, rows = scores[ranked], rows[ranked]
+    if len(scores) > budget:  # cut before sorting; every row tied with the budget-th highest stays
+        cut = np.partition(scores, len(scores) - budget)[len(scores) - budget] if budget else np.inf
+        keep = scores >= cut
+        scores, rows = scores[keep], rows[keep]
+    order = np.lexsort((rows, -scores))[:budget]
+    return scores[order], rows[order]
 
 
 @register_strategy("threshold")
