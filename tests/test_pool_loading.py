@@ -362,12 +362,14 @@ def test_cached_pool_is_the_canonical_files_moved_not_copied(tmp_path, monkeypat
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(ALPACA * 5))
     pool, _ = load_sources([SourceConfig(path=str(path))], seed=0)
-    files = sorted({Path(f["filename"]).name for f in pool.cache_files})
-    assert files == [f"data-0000{i}.arrow" for i in range(min(os.cpu_count() or 1, 2))]
+    files = list(dict.fromkeys(Path(f["filename"]).relative_to(pools_root()).parts for f in pool.cache_files))
+    assert files[0] == ("ids", f"{len(pool)}.arrow")  # the ids, memory-mapped too
+    assert sorted(name for *_, name in files[1:]) == [f"data-0000{i}.arrow" for i in range(min(os.cpu_count() or 1, 2))]
     assert {batch.num_rows for batch in pool.data.table.to_batches()} <= {7, *range(1, 7)}
     path.write_bytes(jsonl(ALPACA * 5) + b'{"instruction": "", "output": "x"}\n')
     skipped, report = load_sources([SourceConfig(path=str(path), on_error="skip")], seed=0)
-    assert [Path(f["filename"]).name for f in skipped.cache_files] == ["data-00000.arrow"]
+    assert list(dict.fromkeys(Path(f["filename"]).name for f in skipped.cache_files)) == [f"{len(skipped)}.arrow",
+                                                                                          "data-00000.arrow"]
     assert skipped.to_list() == pool.to_list() and len(report.sources[0].skipped) == 1
 
 

@@ -13,7 +13,7 @@ from datasets.table import InMemoryTable
 
 from deita_train.data.mapped_pages import arrow_file_mappings, release
 
-RELEASE_BYTES = 256 * 2**20  # pages (at most) mapped by a `take_rows` between two hand-backs
+RELEASE_BYTES = 64 * 2**20  # pages (at most) mapped by a `take_rows` between two hand-backs
 FAULT_AROUND = 64 * 2**10  # pages the kernel maps around a page fault (Linux's fault_around_bytes)
 PART_ROWS = 500_000  # rows a whole-dataset pass reads at a time (`parts`)
 

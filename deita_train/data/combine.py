@@ -1,6 +1,6 @@
 """The pool from the sources' canonical rows: concatenated in recipe order (memory-mapped tables side by side, no row
-copied), each field one type across sources, and `id`, each row's 0-based position in the pool, added from a numpy
-range.
+copied), each field one type across sources, and `id`, each row's 0-based position in the pool, added as a
+memory-mapped column (`pool_cache.id_column`).
 
 A column some sources lack is null in their rows (`concatenate_datasets` fills it, typed like the others). A field
 typed differently across sources becomes their common type when Arrow has one (int and float: double; structs
@@ -10,13 +10,12 @@ two sources, its first row holding the field.
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, concatenate_datasets
 
 from deita_train.data.config import SourceConfig
-from deita_train.data.pool_cache import CachedSource
+from deita_train.data.pool_cache import CachedSource, id_column
 from deita_train.data.report import DataError, type_conflict
 
 
@@ -70,5 +69,5 @@ def combine(parts: list[CachedSource], sources: list[SourceConfig]) -> Dataset:
                 dataset = dataset.cast_column(name, features[name])
         aligned.append(dataset)
     pool = concatenate_datasets(aligned) if len(aligned) > 1 else aligned[0]
-    pool = pool.add_column("id", np.arange(len(pool), dtype=np.int64))
+    pool = concatenate_datasets([id_column(len(pool)), pool], axis=1)
     return pool.select_columns(["id", *types])

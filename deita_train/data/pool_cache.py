@@ -3,6 +3,7 @@
 `~/.cache/huggingface/datasets`) holds `arrow/`, the Arrow files the canonical `map` wrote (moved there, not
 copied: a 10M-row pool is 8 GB), and `source.json` (its SourceReport, row unit, files and columns), written last:
 an entry is complete once `source.json` exists. It loads as those files memory-mapped (`Dataset.from_file`).
+`ids/<rows>.arrow` holds the pool's `id` column for a pool of that many rows (0 .. rows - 1), memory-mapped too.
 
 The fingerprint hashes what the canonical rows depend on: the source's path as given and its file's identity
 (`fingerprints.source_identity`: size, sampled hash, modification time; a hub id: id, configuration, split), its
@@ -24,7 +25,10 @@ from pathlib import Path
 
 import datasets
 import datasets.config
-from datasets import Dataset, concatenate_datasets
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset, Features, Value, concatenate_datasets
+from datasets.arrow_writer import ArrowWriter
 from datasets.table import ConcatenationTable, MemoryMappedTable
 from filelock import FileLock
 
@@ -32,7 +36,7 @@ from deita_train.data.config import SourceConfig
 from deita_train.data.reading import BATCH_ROWS
 from deita_train.data.report import SourceReport
 from deita_train.fingerprints import digest, source_identity
-from deita_train.storage import write_json
+from deita_train.storage import temporary_sibling, write_json
 
 CODE_VERSION = 2  # bump when what a source's canonical rows hold changes
 COLUMN_SUBSETS = ("drop", "remove_column", "select", "replace_schema_metadata")  # replays keeping the rows
@@ -101,6 +105,26 @@ def backing_files(dataset: Dataset, build_dir: Path) -> list[Path]:
     written = build_dir / "rows.arrow"
     dataset.flatten_indices(cache_file_name=str(written), writer_batch_size=BATCH_ROWS)
     return [written]
+
+
+def id_column(rows: int) -> Dataset:
+    """The one-column dataset `id` = 0 .. rows - 1, memory-mapped from `<pools>/ids/<rows>.arrow` (written once, in
+    record batches of BATCH_ROWS): a pool's ids then cost no memory, where a numpy range held 8 bytes a row (80 MB at
+    10M rows) in every process for the whole run."""
+    path = pools_root() / "ids" / f"{rows}.arrow"
+    if not path.is_file():  # identical content whoever writes it: the last rename wins
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = temporary_sibling(path)
+        try:
+            with ArrowWriter(path=str(staging), features=Features({"id": Value("int64")}),
+                             writer_batch_size=BATCH_ROWS) as writer:
+                for start in range(0, rows, BATCH_ROWS):
+                    writer.write_table(pa.table({"id": np.arange(start, min(start + BATCH_ROWS, rows))}))
+                writer.finalize()
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
+    return Dataset.from_file(str(path))
 
 
 @contextmanager

@@ -229,11 +229,13 @@ def read_parquet(local: Path, shown: str, build_dir: Path) -> RawSource:
         with gzip.open(local, "rb") as source, open(plain, "wb") as target:
             shutil.copyfileobj(source, target, 1 << 20)
         local = plain
-    # pre_buffer off: pyarrow's read-ahead cache kept every row group read so far (2.5 GB of RSS for a 10M-row pool)
+    # pre_buffer off: pyarrow's read-ahead cache kept every row group read so far (2.5 GB of RSS for a 10M-row pool);
+    # batches of BATCH_ROWS: the builder's default is a whole row group (a million rows, in some files) at a time
     scan = pyarrow.dataset.ParquetFragmentScanOptions(pre_buffer=False)
     try:
         rows = pq.read_metadata(local).num_rows
-        dataset = build("parquet", local, build_dir, fragment_scan_options=scan) if rows else None
+        options = {"fragment_scan_options": scan, "batch_size": BATCH_ROWS}
+        dataset = build("parquet", local, build_dir, **options) if rows else None
     except Exception as error:
         raise DataError(f"{shown}: cannot be read as parquet: {root_cause(error)}") from None
     if dataset is None or not len(dataset):

@@ -42,12 +42,20 @@ def apply_filters(dataset: Dataset, filters: list[str], key: str = "select.filte
     compiled = compile_filters(filters, key)
     for expression in compiled:
         expression.check_columns(dataset.column_names)
-    everyone = np.arange(len(dataset)) if active is None else np.flatnonzero(active)
     failed_at = np.full(len(dataset), -1, dtype=np.int8 if len(compiled) < 128 else np.int32)
-    if not compiled:
-        return everyone, [], failed_at
+    steps = [{"filter": expression.text, **count, "seconds": round(count["seconds"], 3)}
+             for expression, count in zip(compiled, filter_counts(dataset, compiled, active, failed_at), strict=True)]
+    passed = failed_at < 0 if active is None else (failed_at < 0) & active
+    return np.flatnonzero(passed), steps, failed_at
+
+
+def filter_counts(dataset: Dataset, compiled: list[Expression], active: np.ndarray | None,
+                  failed_at: np.ndarray) -> list[dict[str, Any]]:
+    """Run the filters over the `active` rows a part at a time, marking in `failed_at` the first each row fails;
+    per filter the rows it kept, failed (not counting nulls), found null, and its seconds."""
     counts = [{"kept": 0, "failed": 0, "null": 0, "seconds": 0.0} for _ in compiled]
-    passed = []
+    if not compiled:
+        return counts
     for start, table in parts(dataset, set().union(*(expression.columns for expression in compiled)) | {"id"}):
         rows = np.arange(table.num_rows) if active is None else np.flatnonzero(active[start:start + table.num_rows])
         for index, expression in enumerate(compiled):
@@ -60,10 +68,7 @@ def apply_filters(dataset: Dataset, filters: list[str], key: str = "select.filte
             count["seconds"] += time.perf_counter() - started
             failed_at[start + rows[~keep]] = index
             rows = rows[keep]
-        passed.append(start + rows)
-    steps = [{"filter": expression.text, **count, "seconds": round(count["seconds"], 3)}
-             for expression, count in zip(compiled, counts, strict=True)]
-    return np.concatenate(passed) if passed else everyone, steps, failed_at
+    return counts
 
 
 def passing(table: pa.Table, expression: Expression, rows: np.ndarray, start: int) -> tuple[np.ndarray, int]:
