@@ -394,3 +394,27 @@ def test_each_builder_writes_record_batches_of_batch_rows(tmp_path, monkeypatch,
     raw = reading.read_source(SourceConfig(path=str(path)), tmp_path / "build")
     assert [batch.num_rows for batch in raw.dataset.data.table.to_batches()] == [7] * 5 + [5]
     assert raw.dataset.to_list() == records
+
+
+def test_builders_decode_with_the_system_allocator_unless_the_user_chose_one(tmp_path, monkeypatch):
+    """mimalloc kept what the decoder threads freed (a parquet read grew with the pool): the builders run with the
+    system allocator, and the default comes back after; `ARROW_DEFAULT_MEMORY_POOL` set by the user is left alone."""
+    from deita_train.data import reading
+
+    default = pa.default_memory_pool().backend_name
+    used = []
+    real = datasets.load_dataset
+
+    def recording(*args, **kwargs):
+        used.append(pa.default_memory_pool().backend_name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reading.datasets, "load_dataset", recording)
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(jsonl(ALPACA))
+    reading.read_source(SourceConfig(path=str(path)), tmp_path / "one")
+    assert used == ["system"] and pa.default_memory_pool().backend_name == default
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", default)
+    reading.read_source(SourceConfig(path=str(path)), tmp_path / "two")
+    assert used == ["system", default]
