@@ -9,6 +9,7 @@ import math
 import re
 from collections import Counter
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -306,3 +307,14 @@ def test_a_pool_read_in_parts_selects_and_audits_as_in_one(tmp_path, monkeypatch
     audits = [pq.read_table(tmp_path / name / "report" / "audit.parquet") for name in ("whole", "parts")]
     assert audits[1].to_pylist() == audits[0].to_pylist()
     assert pq.ParquetFile(tmp_path / "parts" / "report" / "audit.parquet").metadata.num_row_groups == 8  # 7 + skipped
+
+
+def test_score_cut_notes_are_made_when_the_audit_reads_them():
+    """A threshold that cuts millions of rows holds no string per row: each note is made when read."""
+    from deita_train.selection.base import ScoreNotes
+
+    scores = np.array([0.5, 3.25, np.nan, 1e-7])
+    notes = ScoreNotes(scores, np.array([0, 1, 3]), "quality >= 4")
+    assert len(notes) == 3 and notes[1] == "score 3.25 fails quality >= 4"
+    assert notes[1:] == ["score 3.25 fails quality >= 4", "score 1e-07 fails quality >= 4"]
+    assert list(notes) == [notes[0], *notes[1:]]

@@ -9,8 +9,9 @@ note per row, for the audit trail), and `budget` the rows it aimed for.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import numpy as np
 from datasets import Dataset
@@ -26,16 +27,36 @@ class Removed:
     (e.g. the nearest selected row and the similarity)."""
 
     rows: np.ndarray
-    notes: list[str]
+    notes: Sequence[str]
 
     def __post_init__(self) -> None:
         if len(self.rows) != len(self.notes):
             raise ValueError(f"{len(self.rows)} removed rows but {len(self.notes)} notes")
 
 
-def score_notes(scores: np.ndarray, rows: np.ndarray, cut: str | None) -> list[str]:
-    """`score 0.93 fails <cut>` for each of `rows`."""
-    return [f"score {scores[row]:.6g} fails {cut}" for row in rows]
+class ScoreNotes(Sequence[str]):
+    """`score 0.93 fails <cut>` for each of `rows` (positions in `scores`), each made when read: a cut that removes
+    millions of rows holds no string per row (the audit reads them a part at a time)."""
+
+    def __init__(self, scores: np.ndarray, rows: np.ndarray, cut: str | None) -> None:
+        self.scores, self.rows, self.cut = scores, rows, cut
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self.note(row) for row in self.rows[index]]
+        return self.note(self.rows[index])
+
+    def note(self, row: int) -> str:
+        return f"score {self.scores[row]:.6g} fails {self.cut}"
 
 
 class Strategy(ABC):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from deita_train.selection.base import Removed, Strategy, register_strategy, score_notes
+from deita_train.selection.base import Removed, ScoreNotes, Strategy, register_strategy
 from deita_train.selection.config import FacilityLocationConfig
 from deita_train.selection.deita import stable_descending
 from deita_train.selection.scores import embedding_matrix, sample_scores
@@ -48,7 +48,7 @@ class FacilityLocationStrategy(Strategy):
         beyond = np.sort(passing[len(pool):])
         self.found = {"score_cut": len(failing), "cut": cut, "not_preselected": len(beyond), "preselected": len(pool)}
         share = f"beyond the top {self.config.preselect:g} of the pool by {self.config.score}"
-        self.removed = {"score_cut": Removed(failing, score_notes(ranking, failing, cut)),
+        self.removed = {"score_cut": Removed(failing, ScoreNotes(ranking, failing, cut)),
                         "not_preselected": Removed(beyond, [f"score {ranking[row]:.6g} {share}" for row in beyond])}
         position = np.cumsum(valid) - 1  # row -> row of `vectors`
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

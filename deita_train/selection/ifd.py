@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from datasets import Dataset
 
-from deita_train.selection.base import Removed, Strategy, register_strategy, score_notes
+from deita_train.selection.base import Removed, ScoreNotes, Strategy, register_strategy
 from deita_train.selection.config import IFDConfig
 from deita_train.selection.deita import stable_descending
 from deita_train.selection.scores import sample_scores
@@ -39,7 +39,7 @@ class IFDStrategy(Strategy):
         cut = f"{self.config.score} {'<=' if self.inclusive else '<'} 1"
         failing = np.flatnonzero(~self.unranked & ~valid)
         self.found = {"score_cut": len(failing), "cut": cut}
-        self.removed = {"score_cut": Removed(failing, score_notes(ifd, failing, cut))}
+        self.removed = {"score_cut": Removed(failing, ScoreNotes(ifd, failing, cut))}
         if self.config.budget is None:
             base = len(scored) if self.fraction_of_pool else len(ranked)
             self.budget = int(base * self.config.fraction)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from datasets import Dataset
 
-from deita_train.selection.base import Removed, Strategy, register_strategy, score_notes
+from deita_train.selection.base import Removed, ScoreNotes, Strategy, register_strategy
 from deita_train.selection.config import ThresholdConfig, TopKConfig
 from deita_train.selection.deita import stable_descending
 from deita_train.selection.scores import sample_scores, score_parts
@@ -74,7 +74,7 @@ class ThresholdStrategy(Strategy):
                 passing &= scores <= self.config.max
         cut = np.flatnonzero(~self.unranked & ~passing)
         self.found = {"score_cut": len(cut), "cut": self.cut()}
-        self.removed = {"score_cut": Removed(cut, score_notes(scores, cut, self.cut()))}
+        self.removed = {"score_cut": Removed(cut, ScoreNotes(scores, cut, self.cut()))}
         if self.config.order == "pool":
             picks = np.flatnonzero(passing)
         else:
