@@ -122,9 +122,8 @@ def build(kind: str, local: Path, build_dir: Path, **options: Any) -> Dataset:
     watched = local.stat().st_size >= WATCHED_BYTES
     with progress_bars(watched), quiet_logger(f"datasets.packaged_modules.{kind}.{kind}"), no_whole_file_reads(), \
             system_allocator():
-        dataset = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=str(build_dir / "builder"),
-                                        writer_batch_size=BATCH_ROWS, **options)
-    return dataset
+        return datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=str(build_dir / "builder"),
+                                     writer_batch_size=BATCH_ROWS, **options)
 
 
 @contextmanager

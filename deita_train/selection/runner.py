@@ -128,7 +128,7 @@ def select(scored: Dataset, config: SelectConfig, seed: int, output_dir: Path,
 @contextmanager
 def timed_pass(seconds: dict[str, float], name: str, rows: int) -> Iterator[None]:
     """One pass of the selection over `rows`: its seconds go to `seconds[name]`, and a pool worth watching shows a
-    bar with its rows/s, filled when the pass ends (each pass is whole-column work, not row by row)."""
+    bar with its rows/s, filled when the pass ends."""
     started = time.perf_counter()
     with tqdm(total=rows, desc=f"select: {name}", unit=" rows", disable=rows < WATCHED_ROWS) as bar:
         yield
